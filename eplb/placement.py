@@ -1,0 +1,187 @@
+"""Check a placement and simulate the load it puts on slots, GPUs and nodes.
+
+A placement for L layers, E logical experts and R physical slots is
+(phy2log[L, R], log2phy[L, E, K], logcnt[L, E]). Slot s of a layer lives on
+GPU s // (R / num_gpus); GPU g on node g // (num_gpus / num_nodes). Every
+expert's load is split evenly over its replicas (vLLM's definition for EP ranks).
+All checks and loads are vectorised over layers.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Scenario:
+    """One hardware setting the candidate is asked to place for."""
+
+    name: str
+    num_replicas: int
+    num_groups: int
+    num_nodes: int
+    num_gpus: int
+
+    def problems(self, experts: int) -> list[str]:
+        """What makes this scenario impossible for `experts` logical experts."""
+        found = []
+        if self.num_replicas % self.num_gpus:
+            found.append(f"num_replicas {self.num_replicas} is not divisible by "
+                         f"num_gpus {self.num_gpus}")
+        if self.num_gpus % self.num_nodes:
+            found.append(f"num_gpus {self.num_gpus} is not divisible by num_nodes "
+                         f"{self.num_nodes}")
+        if self.num_replicas < experts:
+            found.append(f"num_replicas {self.num_replicas} < {experts} experts")
+        if experts % self.num_groups:
+            found.append(f"{experts} experts do not split into {self.num_groups} groups")
+        return [f"scenario {self.name}: {text}" for text in found]
+
+
+@dataclass(frozen=True)
+class Violation:
+    """A broken rule, where it first happens, and how often."""
+
+    rule: str
+    message: str
+    layer: int | None = None
+    index: int | None = None
+    count: int = 1
+
+    def __str__(self) -> str:
+        where = "" if self.layer is None else f" (layer {self.layer}, index {self.index})"
+        extra = f" [{self.count} places]" if self.count > 1 else ""
+        return f"[{self.rule}] {self.message}{where}{extra}"
+
+
+def _first(mask: np.ndarray, rule: str, message: str) -> list[Violation]:
+    places = np.argwhere(mask)
+    if len(places) == 0:
+        return []
+    first = places[0]
+    index = int(first[1]) if len(first) == 2 else tuple(int(i) for i in first[1:])
+    return [Violation(rule, message, int(first[0]), index, len(places))]
+
+
+def validate(phy2log, log2phy, logcnt, layers: int, experts: int,
+             scenario: Scenario) -> list[Violation]:
+    """Every rule the placement breaks; an empty list means it is valid."""
+    found = [Violation("scenario", text) for text in scenario.problems(experts)]
+    replicas = scenario.num_replicas
+    expected = {"phy2log": (layers, replicas), "log2phy": (layers, experts, None),
+                "logcnt": (layers, experts)}
+    arrays = {"phy2log": np.asarray(phy2log), "log2phy": np.asarray(log2phy),
+              "logcnt": np.asarray(logcnt)}
+    for name, array in arrays.items():
+        want = expected[name]
+        if array.ndim != len(want) or any(w is not None and w != a
+                                          for w, a in zip(want, array.shape, strict=False)):
+            shown = tuple("K" if w is None else w for w in want)
+            found.append(Violation("shape", f"{name} has shape {tuple(array.shape)}, "
+                                            f"expected {shown}"))
+        elif array.dtype.kind not in "iu":
+            found.append(Violation("dtype", f"{name} has dtype {array.dtype}, expected an "
+                                            "integer dtype (int64)"))
+            if array.dtype.kind in "fc" and np.isnan(array).any():
+                found += _first(np.isnan(array).reshape(layers, -1), "nan",
+                                f"{name} contains NaN")
+    if found:
+        return found
+    phy2log, log2phy, logcnt = (arrays[k].astype(np.int64) for k in
+                                ("phy2log", "log2phy", "logcnt"))
+    out_of_range = (phy2log < 0) | (phy2log >= experts)
+    found += _first(out_of_range, "phy2log-range",
+                    f"phy2log holds an expert id outside [0, {experts})")
+    if found:
+        return found
+    counts = replica_counts(phy2log, experts)
+    found += _first(counts == 0, "coverage", "an expert has no replica")
+    found += _first(logcnt != counts, "logcnt",
+                    "logcnt differs from the number of slots phy2log gives the expert")
+    found += _check_log2phy(phy2log, log2phy, counts)
+    return found
+
+
+def _check_log2phy(phy2log, log2phy, counts) -> list[Violation]:
+    layers, experts, width = log2phy.shape
+    replicas = phy2log.shape[1]
+    if width < counts.max():
+        return [Violation("log2phy", f"log2phy has {width} columns but an expert has "
+                                     f"{int(counts.max())} replicas")]
+    used = np.arange(width)[None, None, :] < counts[:, :, None]
+    found = _first(~used & (log2phy != -1), "log2phy-padding",
+                   "log2phy entries past the expert's replica count must be -1")
+    in_range = (log2phy >= 0) & (log2phy < replicas)
+    found += _first(used & ~in_range, "log2phy-range",
+                    f"log2phy holds a slot outside [0, {replicas})")
+    slot = np.where(in_range, log2phy, 0)
+    owner = np.take_along_axis(phy2log, slot.reshape(layers, -1), axis=1).reshape(slot.shape)
+    expert = np.arange(experts)[None, :, None]
+    found += _first(used & in_range & (owner != expert), "log2phy-mapping",
+                    "log2phy points at a slot that phy2log gives to another expert")
+    ordered = np.sort(np.where(used, log2phy, -1 - np.arange(width)), axis=2)
+    found += _first((ordered[:, :, 1:] == ordered[:, :, :-1]).any(axis=2), "log2phy-distinct",
+                    "log2phy lists the same slot twice for one expert")
+    return found
+
+
+def replica_counts(phy2log: np.ndarray, experts: int) -> np.ndarray:
+    """Replicas of each expert per layer, [L, E], from phy2log."""
+    layers = phy2log.shape[0]
+    flat = phy2log + (np.arange(layers) * experts)[:, None]
+    return np.bincount(flat.ravel(), minlength=layers * experts).reshape(layers, experts)
+
+
+def slot_loads(load: np.ndarray, phy2log: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    """Load of every slot, [L, R]: each expert's load split evenly over its replicas."""
+    per_replica = load / np.maximum(counts, 1)
+    return np.take_along_axis(per_replica, phy2log, axis=1)
+
+
+def group_sum(units: np.ndarray, groups: int) -> np.ndarray:
+    """Sum consecutive runs of units into `groups` bins per layer (slots->GPUs, GPUs->nodes)."""
+    return units.reshape(units.shape[0], groups, -1).sum(axis=2)
+
+
+def balancedness(units: np.ndarray) -> float:
+    """Sum over layers of the mean unit load / sum over layers of the max (1.0 = perfect)."""
+    worst = units.max(axis=1).sum()
+    return float(units.mean(axis=1).sum() / worst) if worst > 0 else 1.0
+
+
+@dataclass(frozen=True)
+class Balance:
+    """Balancedness of one placement on one window at three levels."""
+
+    gpu: float
+    slot: float
+    node: float
+
+
+def measure(load: np.ndarray, phy2log: np.ndarray, counts: np.ndarray,
+            scenario: Scenario) -> Balance:
+    """Balancedness of a placement (with its replica counts) on a window's load [L, E]."""
+    slots = slot_loads(load, phy2log, counts)
+    gpus = group_sum(slots, scenario.num_gpus)
+    nodes = group_sum(gpus, scenario.num_nodes)
+    return Balance(gpu=balancedness(gpus), slot=balancedness(slots), node=balancedness(nodes))
+
+
+def no_replication_balance(load: np.ndarray, scenario: Scenario) -> Balance:
+    """Reference: every expert once, experts laid out in order over the GPUs, no replicas.
+
+    Used only as a reference point; it leaves R - E slots empty.
+    """
+    layers, experts = load.shape
+    gpu_of_expert = np.arange(experts) * scenario.num_gpus // experts
+    gpus = np.zeros((layers, scenario.num_gpus))
+    np.add.at(gpus, (slice(None), gpu_of_expert), load)
+    nodes = group_sum(gpus, scenario.num_nodes)
+    return Balance(gpu=balancedness(gpus), slot=balancedness(load), node=balancedness(nodes))
+
+
+def migration(previous: np.ndarray | None, current: np.ndarray) -> int:
+    """Slots whose expert changed between two placements (0 for the first one)."""
+    return 0 if previous is None else int((previous != current).sum())

@@ -1,0 +1,163 @@
+"""Build the system and user messages for one mutation request.
+
+Templates are text files in a templates directory (see configs/prompts/README.md),
+filled with `string.Template` ($name placeholders). Inspirations are shown best first;
+one with the same id as the parent or the other parent is skipped.
+
+If the prompt is larger than `token_budget`, parts are dropped in this order until it
+fits, and each step is recorded in `Prompt.trimmed`:
+  1. inspirations, worst first, one at a time;
+  2. failed attempts, first entries (the oldest) first, one at a time;
+  3. the parent's evaluator feedback, cut shorter and shorter down to nothing.
+If the system message plus the parent code still do not fit, `PromptTooLong` is raised.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from string import Template
+
+from evolve.records import Program
+
+KEY_METRICS = ("combined_score", "balancedness_gpu", "balancedness_expert", "time_ms")
+PATCH_TYPES = ("diff", "full", "cross")
+_TRUNCATED = "\n[... feedback truncated ...]"
+
+
+class PromptTooLong(ValueError):
+    """Even the system message and the parent code alone exceed the token budget."""
+
+
+@dataclass(frozen=True)
+class Prompt:
+    """A rendered prompt and the list of parts that were dropped to fit the budget."""
+
+    system: str
+    user: str
+    trimmed: tuple[str, ...] = ()
+
+
+def _fmt(value) -> str:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        text = str(value)
+        return text if len(text) <= 40 else text[:37] + "..."
+    if isinstance(value, int) or not math.isfinite(value):
+        return str(value)
+    if value != 0 and 1e4 <= abs(value) < 1e9:
+        return f"{value:.0f}"
+    return f"{value:.4g}"
+
+
+def format_metrics(metrics: dict, score: float | None = None) -> str:
+    """One line `key=value ...`, key metrics first, numbers in compact form."""
+    items = dict(metrics)
+    if "combined_score" not in items:
+        items = {"combined_score": "invalid" if score is None else score, **items}
+    keys = [k for k in KEY_METRICS if k in items]
+    keys += sorted((k for k in items if k not in KEY_METRICS), key=str)
+    return " ".join(f"{k}={_fmt(items[k])}" for k in keys)
+
+
+def _sort_key(program: Program) -> float:
+    return -math.inf if program.score is None else program.score
+
+
+def _notes(program: Program) -> str:
+    parts = [program.feedback.strip()] if program.feedback.strip() else []
+    if program.error:
+        parts.append("Error:\n" + program.error.strip())
+    return "\n".join(parts)
+
+
+class _Templates:
+    def __init__(self, directory: Path):
+        self.directory = Path(directory)
+
+    def render(self, name: str, **values: str) -> str:
+        text = (self.directory / f"{name}.txt").read_text()
+        return Template(text).substitute(**values).strip("\n")
+
+
+def build_prompt(
+    templates_dir: Path,
+    patch_type: str,
+    task_description: str,
+    parent: Program,
+    inspirations: list[Program],
+    failures: list[tuple[str, str]],
+    other_parent: Program | None = None,
+    token_budget: int = 32768,
+    estimate_tokens: Callable[[str], int] = lambda s: len(s) // 4 + 1,
+) -> Prompt:
+    """Render the prompt for `patch_type`, trimming to `token_budget` (see module docstring)."""
+    if patch_type not in PATCH_TYPES:
+        raise ValueError(f"unknown patch type {patch_type!r}; expected one of {PATCH_TYPES}")
+    if patch_type == "cross" and other_parent is None:
+        raise ValueError("patch type 'cross' needs other_parent")
+    t = _Templates(templates_dir)
+    rules = t.render("rules_diff" if patch_type == "diff" else "rules_full")
+    system = t.render("system", task_description=task_description.strip(), format_rules=rules)
+
+    def program(p: Program, title: str, notes: str = "") -> str:
+        text = t.render(
+            "program", title=title, metrics=format_metrics(p.metrics, p.score), code=p.code.rstrip()
+        )
+        return text + ("\n\n" + t.render("feedback", feedback=notes) if notes else "")
+
+    def render(insp: list[Program], fails: list[tuple[str, str]], notes: str) -> str:
+        values = {"parent": program(parent, f"Program {parent.id}", notes)}
+        if other_parent is not None and patch_type == "cross":
+            values["other_parent"] = program(other_parent, f"Program {other_parent.id}")
+        progs = "\n\n".join(program(p, f"Program {p.id}") for p in insp)
+        values["inspirations"] = t.render("inspirations", programs=progs) + "\n\n" if insp else ""
+        items = "\n".join(
+            t.render("failure", description=d, error=e.strip().replace("\n", "\n    "))
+            for d, e in fails
+        )
+        values["failures"] = t.render("failures", items=items) + "\n\n" if fails else ""
+        return t.render(patch_type, **values)
+
+    def fits(user: str) -> bool:
+        return estimate_tokens(system) + estimate_tokens(user) <= token_budget
+
+    shown = {parent.id, other_parent.id if other_parent else None}
+    inspirations = [p for p in inspirations if p.id not in shown]
+    insp = sorted(inspirations, key=_sort_key, reverse=True)
+    fails = list(failures)
+    notes = _notes(parent)
+    trimmed: list[str] = []
+    user = render(insp, fails, notes)
+    while not fits(user) and insp:
+        insp.pop()
+        user = render(insp, fails, notes)
+    if len(insp) < len(inspirations):
+        trimmed.append(f"{len(inspirations) - len(insp)} of {len(inspirations)} inspirations")
+    while not fits(user) and fails:
+        fails.pop(0)
+        user = render(insp, fails, notes)
+    if len(fails) < len(failures):
+        trimmed.append(f"{len(failures) - len(fails)} of {len(failures)} failures")
+    if not fits(user) and notes:
+        user = _truncate_notes(notes, lambda n: render(insp, fails, n), fits)
+        trimmed.append("parent feedback truncated")
+    if not fits(user):
+        raise PromptTooLong(
+            f"prompt needs {estimate_tokens(system)} (system) + {estimate_tokens(user)} (user) "
+            f"tokens after trimming everything optional, but the budget is {token_budget}"
+        )
+    return Prompt(system=system, user=user, trimmed=tuple(trimmed))
+
+
+def _truncate_notes(notes: str, render, fits) -> str:
+    """The longest rendering whose feedback is a prefix of `notes` that fits (or none)."""
+    lo, hi = 0, len(notes) - 1  # invariant: a prefix of length `lo` fits or lo == 0
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if fits(render(notes[:mid] + _TRUNCATED)):
+            lo = mid
+        else:
+            hi = mid - 1
+    return render(notes[:lo] + _TRUNCATED) if lo else render("")

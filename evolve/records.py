@@ -1,0 +1,51 @@
+"""Plain records passed between the engine's modules: programs and LLM calls."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class Program:
+    """One candidate program and what its evaluation said about it.
+
+    `score` is the fitness the engine maximises (the task's `combined_score`);
+    it is None for invalid programs. `metrics` holds every number the task
+    reported; `feedback` is the short text the task wants the next prompt to see.
+    """
+
+    id: str
+    code: str
+    generation: int
+    island: int
+    parent_id: str | None = None
+    other_parent_id: str | None = None
+    patch_type: str = "initial"  # initial | diff | full | cross | offline | migrant
+    model: str | None = None
+    valid: bool = False
+    score: float | None = None
+    metrics: dict = field(default_factory=dict)
+    error: str | None = None
+    feedback: str = ""
+    code_hash: str = ""
+    eval_seconds: float = 0.0
+    created_at: float = 0.0
+
+
+@dataclass(frozen=True)
+class LLMCall:
+    """One request to a model (after retries) and what came back."""
+
+    generation: int
+    model: str
+    temperature: float
+    system: str
+    user: str
+    reply: str | None
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cost: float = 0.0
+    latency_s: float = 0.0
+    attempts: int = 1
+    error: str | None = None
+    created_at: float = 0.0
