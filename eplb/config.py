@@ -39,7 +39,7 @@ class TaskConfig:
     name: str = "eplb"
     description: str = ""
     initial_program: str = "initial.py"
-    evaluator: str = "eplb.evaluator:evaluate_program"
+    evaluator: str = "eplb.evaluator:evaluate_task"
     workload: str = "synthetic"
     rebalance_interval: int = 100
     max_windows: int | None = None

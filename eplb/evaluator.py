@@ -21,9 +21,9 @@ from pathlib import Path
 import numpy as np
 
 from eplb import placement, synthetic
-from eplb.config import TaskConfig, load_task_config
+from eplb.config import TaskConfig, load_task_config, task_config_from_dict
 from eplb.placement import Scenario
-from eplb.workload import WorkloadError, load_trace, make_windows
+from eplb.workload import load_trace, make_windows
 from evolve import channel
 from evolve.sandbox import Sandbox, SandboxError
 
@@ -204,4 +204,12 @@ def _write_json(path: Path, data: dict) -> None:
     os.replace(f.name, path)
 
 
-__all__ = ["evaluate_program", "load_windows", "CandidateError", "WorkloadError"]
+
+def check_task(task: dict) -> TaskConfig:
+    """Check a task mapping (from the run config) and build its TaskConfig."""
+    return task_config_from_dict(task)
+
+
+def evaluate_task(program_path: str, task: dict, results_dir: str | None = None) -> dict:
+    """The engine's entry point: evaluate_program with the task given as a mapping."""
+    return evaluate_program(program_path, check_task(task), None, results_dir)

@@ -11,10 +11,13 @@ from __future__ import annotations
 import dataclasses
 import types
 import typing
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
+
+from evolve.llm import ModelConfig, RetryPolicy
 
 
 class ConfigError(ValueError):
@@ -124,3 +127,111 @@ def _convert(hint: Any, value: Any, where: str) -> Any:
         raise ConfigError(f"{where} must be {hint.__name__}, not {type(value).__name__} "
                           f"({value!r})")
     return value
+
+
+# ---------------------------------------------------------------- the run's configuration
+
+@dataclass(frozen=True)
+class EvolutionConfig:
+    """Islands, selection and proposal mix."""
+
+    generations: int = 400
+    num_islands: int = 4
+    seed: int = 0
+    parent_selection: str = "power_law"  # power_law | weighted_sigmoid | tournament
+    selection_options: dict = field(default_factory=dict)
+    patch_types: dict = field(default_factory=lambda: {"diff": 0.6, "full": 0.3, "cross": 0.1})
+    inspirations_island: int = 2
+    inspirations_archive: int = 1
+    failures_in_prompt: int = 3
+    migration_interval: int = 20
+    stagnation_patience: int = 0  # migration rounds without improvement before a reset; 0 = off
+    max_in_flight: int = 4
+
+
+@dataclass(frozen=True)
+class LLMSettings:
+    """The models to ask and how to choose between them."""
+
+    models: tuple[ModelConfig, ...] = ()
+    selector: str = "ucb"  # ucb | fixed
+    exploration: float = 1.0
+    cost_aware: bool = False
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    offline_fallback: bool = True
+
+
+@dataclass(frozen=True)
+class EvaluationSettings:
+    """How candidates are evaluated: parallel workers and a watchdog above the task's limits."""
+
+    n_jobs: int = 2
+    watchdog_s: float = 600.0
+
+
+@dataclass(frozen=True)
+class Budget:
+    """Caps that stop the run cleanly (None = no cap)."""
+
+    max_wall_s: float | None = None
+    max_cost_usd: float | None = None
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """A whole run: the task (a mapping owned by the task) plus the engine's settings."""
+
+    task: dict = field(default_factory=dict)
+    evolution: EvolutionConfig = field(default_factory=EvolutionConfig)
+    llm: LLMSettings = field(default_factory=LLMSettings)
+    evaluation: EvaluationSettings = field(default_factory=EvaluationSettings)
+    budget: Budget = field(default_factory=Budget)
+    results_root: str = "results"
+    run_name: str | None = None
+    prompts_dir: str = "configs/prompts"
+    report_every: int = 10
+
+
+def compose(configs_dir: Path, variant: str, overrides: list[str] = ()) -> dict:
+    """The variant's YAML with its `task: NAME` replaced by configs/task/NAME.yaml.
+
+    A variant may adjust the task under `task_overrides`; command-line overrides
+    (`evolution.generations=10`, `task.rebalance_interval=50`) are applied last.
+    """
+    variant_path = Path(variant)
+    if not variant_path.suffix:
+        variant_path = configs_dir / "variant" / f"{variant}.yaml"
+    data = load_yaml(variant_path)
+    task_name = data.pop("task", None)
+    if not isinstance(task_name, str):
+        raise ConfigError(f"{variant_path}: 'task' must name a file in {configs_dir / 'task'}")
+    task = load_yaml(configs_dir / "task" / f"{task_name}.yaml")
+    task_overrides = data.pop("task_overrides", {}) or {}
+    data["task"] = apply_overrides(task, [f"{k}={_yaml_scalar(v)}"
+                                          for k, v in _flatten(task_overrides)])
+    return apply_overrides(data, list(overrides))
+
+
+def _flatten(data: dict, prefix: str = ""):
+    for key, value in data.items():
+        if isinstance(value, dict) and value:
+            yield from _flatten(value, f"{prefix}{key}.")
+        else:
+            yield f"{prefix}{key}", value
+
+
+def _yaml_scalar(value: Any) -> str:
+    return yaml.safe_dump(value, default_flow_style=True).strip().removesuffix("\n...")
+
+
+def run_config_from_dict(data: dict) -> RunConfig:
+    """Check and build a RunConfig; unknown keys and wrong types are ConfigErrors."""
+    config = from_dict(RunConfig, data, "config")
+    evo = config.evolution
+    if evo.generations < 0 or evo.num_islands < 1 or evo.max_in_flight < 1:
+        raise ConfigError("evolution.generations >= 0, num_islands >= 1, max_in_flight >= 1")
+    bad = set(evo.patch_types) - {"diff", "full", "cross"}
+    if bad or not any(float(v) > 0 for v in evo.patch_types.values()):
+        raise ConfigError("evolution.patch_types: probabilities for diff, full and cross, "
+                          f"at least one positive (unknown: {sorted(bad)})")
+    return config

@@ -1,0 +1,233 @@
+"""How much of a baseline evaluation's wall time the evaluator itself spends.
+
+Target: evaluator overhead (validation + scoring + parent-side message
+encoding/decoding) is under 5% of the wall time of a full
+`evaluate_program("initial.py", task)` with the default task config.
+
+The windows are loaded once beforehand with `load_windows` (the synthetic trace
+is generated then and cached in the process), so trace generation is NOT counted
+in any evaluation's wall time. Timers are attached in this process by wrapping,
+for the duration of the benchmark only:
+  * eplb.placement.validate / replica_counts / measure / no_replication_balance /
+    migration (as the evaluator calls them through the module);
+  * evolve.sandbox.send / receive (parent side of every exchange), and inside
+    receive, evolve.channel._read_exact: its first read of a message (the 16-byte
+    frame header) is the time the parent is blocked waiting for the child, the
+    rest is reading the payload from the pipe; receive minus reads is decoding;
+  * Sandbox.__init__ (process spawn) and Sandbox.close (teardown); the first
+    receive (the child's "ready" after importing torch and the candidate) is
+    sandbox start-up.
+The evaluation is repeated; per-component medians are reported.
+
+Run from the project root:  python benchmarks/bench_evaluator_overhead.py
+"""
+
+from __future__ import annotations
+
+import statistics
+import sys
+import time
+from collections import defaultdict
+from contextlib import contextmanager
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from eplb import evaluator, placement  # noqa: E402
+from eplb.config import load_task_config  # noqa: E402
+from evolve import channel, sandbox  # noqa: E402
+
+TARGET_PERCENT = 5.0
+RUNS = 5                    # timed evaluations (after one untimed warm-up evaluation)
+SCORING = ("replica_counts", "measure", "no_replication_balance", "migration")
+
+
+class Timers:
+    """Accumulated seconds per component for the current evaluation."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = defaultdict(float)
+        self.calls: dict[str, int] = defaultdict(int)
+        self.in_receive = False
+        self.reads_in_message = 0
+        self.first_receive_done = False
+
+    def add(self, name: str, seconds: float) -> None:
+        self.seconds[name] += seconds
+        self.calls[name] += 1
+
+
+TIMERS = Timers()
+
+
+def _timed(name: str, func):
+    def wrapper(*args, **kwargs):
+        start = time.perf_counter()
+        try:
+            return func(*args, **kwargs)
+        finally:
+            TIMERS.add(name, time.perf_counter() - start)
+    wrapper.__wrapped__ = func
+    return wrapper
+
+
+@contextmanager
+def instrumented():
+    """Wrap the evaluator's collaborators with timers; restore them afterwards."""
+    saved = []
+
+    def patch(owner, attr, replacement):
+        saved.append((owner, attr, getattr(owner, attr)))
+        setattr(owner, attr, replacement)
+
+    patch(placement, "validate", _timed("validate", placement.validate))
+    for name in SCORING:
+        patch(placement, name, _timed(name, getattr(placement, name)))
+    patch(sandbox, "send", _timed("send (encode + write)", sandbox.send))
+
+    read_exact = channel._read_exact
+
+    def timed_read(fd, size, deadline):
+        start = time.perf_counter()
+        try:
+            return read_exact(fd, size, deadline)
+        finally:
+            elapsed = time.perf_counter() - start
+            if TIMERS.in_receive and TIMERS.reads_in_message == 0:
+                key = "wait" if TIMERS.first_receive_done else "startup wait"
+                TIMERS.add(key, elapsed)
+            elif TIMERS.in_receive:
+                TIMERS.add("receive read payload", elapsed)
+            TIMERS.reads_in_message += 1
+
+    receive = sandbox.receive
+
+    def timed_receive(fd, deadline=None):
+        TIMERS.in_receive, TIMERS.reads_in_message = True, 0
+        start = time.perf_counter()
+        try:
+            return receive(fd, deadline)
+        finally:
+            elapsed = time.perf_counter() - start
+            TIMERS.in_receive = False
+            key = "receive total" if TIMERS.first_receive_done else "startup receive"
+            TIMERS.add(key, elapsed)
+            TIMERS.first_receive_done = True
+
+    patch(channel, "_read_exact", timed_read)
+    patch(channel, "_write_all", _timed("send write", channel._write_all))
+    patch(sandbox, "receive", timed_receive)
+
+    init, close = sandbox.Sandbox.__init__, sandbox.Sandbox.close
+    patch(sandbox.Sandbox, "__init__", _timed("spawn", init))
+    patch(sandbox.Sandbox, "close", _timed("teardown", close))
+    try:
+        yield
+    finally:
+        for owner, attr, original in reversed(saved):
+            setattr(owner, attr, original)
+
+
+def one_evaluation(task) -> dict[str, float]:
+    global TIMERS
+    TIMERS = Timers()
+    with instrumented():
+        start = time.perf_counter()
+        result = evaluator.evaluate_program(ROOT / "initial.py", task)
+        wall = time.perf_counter() - start
+    assert result["correct"], result["error"]
+    s = dict(TIMERS.seconds)
+    calls = dict(TIMERS.calls)
+    per_window = result["metrics"]["scenarios"]
+    timed_calls = sum(sum(r["time_ms"] for r in sc["per_window"]) for sc in per_window.values())
+    # time_ms is the median of `repeats` calls; the child runs warmup + repeats per window
+    # (warmup only on each scenario's first window).
+    repeats, warmup = task.timing.repeats, task.timing.warmup
+    candidate_calls = timed_calls / 1000 * repeats + warmup * sum(
+        sc["per_window"][0]["time_ms"] / 1000 for sc in per_window.values())
+    out = {
+        "wall": wall,
+        "spawn": s.get("spawn", 0.0),
+        "startup": s.get("spawn", 0.0) + s.get("startup receive", 0.0),
+        "first receive": s.get("startup receive", 0.0),
+        "wait": s.get("wait", 0.0),
+        "candidate calls (est.)": candidate_calls,
+        "validate": s.get("validate", 0.0),
+        "scoring": sum(s.get(name, 0.0) for name in SCORING),
+        "send encode": s.get("send (encode + write)", 0.0) - s.get("send write", 0.0),
+        "send write": s.get("send write", 0.0),
+        "receive payload read": s.get("receive read payload", 0.0),
+        "receive decode": (s.get("receive total", 0.0) - s.get("wait", 0.0)
+                           - s.get("receive read payload", 0.0)),
+        "teardown": s.get("teardown", 0.0),
+        "exchanges": calls.get("send (encode + write)", 0),
+    }
+    out["codec"] = out["send encode"] + out["receive decode"]
+    out["transfer"] = out["send write"] + out["receive payload read"]
+    out["overhead"] = out["validate"] + out["scoring"] + out["codec"]
+    out["unaccounted"] = (wall - out["startup"] - out["wait"] - out["teardown"]
+                          - out["overhead"] - out["transfer"])
+    return out
+
+
+def main() -> int:
+    task = load_task_config()
+    start = time.perf_counter()
+    name, windows = evaluator.load_windows(task)
+    print(f"windows loaded beforehand (not counted): {name}, shape {windows.shape}, "
+          f"{time.perf_counter() - start:.2f} s")
+    print(f"scenarios: {', '.join(s.name for s in task.scenarios)}; "
+          f"{len(windows) - 1} scored windows each; timing warmup {task.timing.warmup}, "
+          f"repeats {task.timing.repeats}")
+    one_evaluation(task)                 # warm-up (imports, caches)
+    runs = [one_evaluation(task) for _ in range(RUNS)]
+
+    def med(key: str) -> float:
+        return statistics.median(r[key] for r in runs)
+
+    wall = med("wall")
+    rows = [
+        ("total wall time of evaluate_program", "wall"),
+        ("sandbox start-up (spawn + child imports torch/candidate)", "startup"),
+        ("   spawn (Popen)", "spawn"),
+        ("   first receive (child ready)", "first receive"),
+        ("parent blocked waiting for the child", "wait"),
+        ("   of which candidate calls (warmup + repeats, est.)", "candidate calls (est.)"),
+        ("sandbox teardown (close)", "teardown"),
+        ("evaluator overhead (validation + scoring + IPC encode/decode)", "overhead"),
+        ("   validation (placement.validate)", "validate"),
+        ("   scoring (replica_counts, measure x2, no_replication, migration)", "scoring"),
+        ("   IPC encode/decode, parent side", "codec"),
+        ("      send: encode (np.save + json)", "send encode"),
+        ("      receive: decode (json + np.load, copies)", "receive decode"),
+        ("IPC transfer, parent side (pipe write + payload read)", "transfer"),
+        ("   send: pipe write", "send write"),
+        ("   receive: payload read (child writing, 64 KiB pipe)", "receive payload read"),
+        ("other evaluator time (loop, astype, summaries; residual)", "unaccounted"),
+    ]
+    print(f"\nmedians over {RUNS} evaluations ({runs[0]['exchanges']} exchanges each)")
+    print(f"{'component':70s} {'seconds':>9s} {'% wall':>7s}")
+    for label, key in rows:
+        value = med(key)
+        print(f"{label:70s} {value:9.4f} {100 * value / wall:6.2f}%")
+    # Per-run percentage, then its median (both sides come from the same evaluation).
+    percent = statistics.median(100 * r["overhead"] / r["wall"] for r in runs)
+    strict = statistics.median(
+        100 * (r["overhead"] + r["transfer"] + r["unaccounted"]) / r["wall"] for r in runs)
+    verdict = "PASS" if percent < TARGET_PERCENT else "FAIL"
+    print(f"\nSUMMARY evaluator overhead: {percent:.2f}% of wall time "
+          f"({med('overhead') * 1000:.1f} ms of {wall:.2f} s; target < {TARGET_PERCENT:.0f}%) "
+          f"{verdict}")
+    print(f"SUMMARY overhead incl. pipe transfer and residual evaluator time: {strict:.2f}% "
+          "(informational)")
+    print(f"SUMMARY sandbox start-up {med('startup'):.2f} s = "
+          f"{100 * med('startup') / wall:.1f}% of wall; teardown {med('teardown'):.2f} s = "
+          f"{100 * med('teardown') / wall:.1f}%; waiting for the child "
+          f"{100 * med('wait') / wall:.1f}% (informational)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

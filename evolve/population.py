@@ -1,0 +1,51 @@
+"""The programs the loop can see, in memory, by island, with a visibility cut-off.
+
+Generation g may only look at programs of generations <= g - max_in_flight
+(all of which are finished before g starts), so the choices made for g do not
+depend on timing: the same seed and the same replies give the same run, live
+or resumed.
+"""
+
+from __future__ import annotations
+
+from evolve.records import Program
+
+
+class Population:
+    """Programs per island, appended as they finish; seeds have generation 0."""
+
+    def __init__(self, num_islands: int, programs: list[Program] = ()):
+        self.num_islands = num_islands
+        self.by_island: dict[int, list[Program]] = {i: [] for i in range(num_islands)}
+        self.hashes: dict[str, str] = {}
+        self.by_id: dict[str, Program] = {}
+        for program in programs:
+            self.add(program)
+
+    def add(self, program: Program) -> None:
+        """Record a finished program (or a migrant copy)."""
+        self.by_island.setdefault(program.island, []).append(program)
+        self.by_id[program.id] = program
+        if program.valid and program.patch_type != "migrant":
+            self.hashes.setdefault(program.code_hash, program.id)
+
+    def visible(self, island: int | None, cutoff: int, valid_only: bool = True) -> list[Program]:
+        """Programs of one island (or all) with generation <= cutoff."""
+        islands = range(self.num_islands) if island is None else [island]
+        return [p for i in islands for p in self.by_island.get(i, [])
+                if p.generation <= cutoff and (p.valid or not valid_only)]
+
+    def best(self, island: int | None, cutoff: int) -> Program | None:
+        """The highest-scoring visible valid program (earliest on ties)."""
+        ranked = top(self.visible(island, cutoff), 1)
+        return ranked[0] if ranked else None
+
+    def holds(self, island: int, code_hash: str) -> bool:
+        """Whether the island already has a program with this code."""
+        return any(p.code_hash == code_hash for p in self.by_island.get(island, []))
+
+
+def top(programs: list[Program], n: int) -> list[Program]:
+    """The n best valid programs, best first, earliest generation on ties."""
+    valid = [p for p in programs if p.valid and p.score is not None]
+    return sorted(valid, key=lambda p: (-p.score, p.generation, p.id))[:n]
