@@ -21,7 +21,8 @@ for the duration of the benchmark only:
 Overhead (the PASS/FAIL quantity) = validation + scoring + parent-side encoding
 and decoding. Moving bytes through the pipe (write + payload read, which also
 waits on the child's writes) is reported separately, as are sandbox start-up and
-teardown. The evaluation is repeated; the overhead share is the median over runs and the\nbreakdown table is the run with the median share.
+teardown. The evaluation is repeated; the overhead share is the median over runs and the
+breakdown table is the run with the median share.
 
 Run from the project root:  python benchmarks/bench_evaluator_overhead.py
 """
@@ -218,7 +219,7 @@ def main() -> int:
     for label, key in rows:
         value = middle[key]
         low, high = min(r[key] for r in runs), max(r[key] for r in runs)
-        print(f"{label:66s} {value:8.4f} {100 * value / wall:6.2f}%  {low:8.4f}..{high:<8.4f}")
+        print(f"{label:66s} {value:8.4f} {100 * value / wall:6.2f}%  {low:8.4f}..{high:.4f}")
     percent = 100 * statistics.median(share)
     strict = statistics.median(
         100 * (r["overhead"] + r["transfer"] + r["unaccounted"]) / r["wall"] for r in runs)

@@ -106,13 +106,13 @@ def main() -> int:
 
     for _ in range(3):                                 # warm-up of the fast path
         vectorised(phy2log, log2phy, logcnt, load)
-    ref_times, fast_times, measure_times = [], [], []
+    ref_times, fast_times, measure_times, validate_times = [], [], [], []
     for _ in range(ROUNDS):
         start = time.perf_counter()
         reference_simulation(load_t, log2phy_t, logcnt_t, SCENARIO.num_replicas,
                              SCENARIO.num_gpus)
         ref_times.append(time.perf_counter() - start)
-        inner, inner_measure = [], []
+        inner, inner_measure, inner_validate = [], [], []
         for _ in range(FAST_CALLS):
             start = time.perf_counter()
             vectorised(phy2log, log2phy, logcnt, load)
@@ -120,18 +120,24 @@ def main() -> int:
             start = time.perf_counter()
             placement.measure(load, phy2log, logcnt, SCENARIO)
             inner_measure.append(time.perf_counter() - start)
+            start = time.perf_counter()
+            placement.validate(phy2log, log2phy, logcnt, layers, experts, SCENARIO)
+            inner_validate.append(time.perf_counter() - start)
         fast_times.append(statistics.median(inner))
         measure_times.append(statistics.median(inner_measure))
+        validate_times.append(statistics.median(inner_validate))
 
     ref = statistics.median(ref_times)
     fast = statistics.median(fast_times)
     meas = statistics.median(measure_times)
+    val = statistics.median(validate_times)
     ratio = ref / fast
     print(f"reference per-expert loop (simulation only): {ref * 1000:9.2f} ms "
           f"(median of {ROUNDS})")
     print(f"validate + replica_counts + measure:         {fast * 1000:9.3f} ms "
           f"(median of {ROUNDS} round medians x {FAST_CALLS} calls)")
-    print(f"measure alone:                               {meas * 1000:9.3f} ms")
+    print(f"   validate alone:                           {val * 1000:9.3f} ms")
+    print(f"   measure alone:                            {meas * 1000:9.3f} ms")
     verdict = "PASS" if ratio >= TARGET else "FAIL"
     print(f"SUMMARY simulation+validation speed-up: {ratio:.0f}x "
           f"(reference {ref * 1000:.1f} ms / ours {fast * 1000:.3f} ms; "

@@ -80,9 +80,10 @@ def _run_scenario(box: Sandbox, windows: np.ndarray, scenario: Scenario,
                 f"invalid placement (scenario {scenario.name}, window {i}):\n  {listed}")
         phy2log = arrays["phy2log"].astype(np.int64)
         counts = placement.replica_counts(phy2log, experts)
-        ahead = placement.measure(windows[i + 1].astype(np.float64), phy2log, counts, scenario)
-        same = placement.measure(windows[i].astype(np.float64), phy2log, counts, scenario)
-        plain = placement.no_replication_balance(windows[i + 1].astype(np.float64), scenario)
+        now, ahead_load = windows[i].astype(np.float64), windows[i + 1].astype(np.float64)
+        ahead = placement.measure(ahead_load, phy2log, counts, scenario)
+        same = placement.measure(now, phy2log, counts, scenario)
+        plain = placement.no_replication_balance(ahead_load, scenario)
         records.append({
             "window": i,
             "balancedness_gpu": ahead.gpu, "balancedness_slot": ahead.slot,

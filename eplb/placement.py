@@ -57,9 +57,9 @@ class Violation:
 
 
 def _first(mask: np.ndarray, rule: str, message: str) -> list[Violation]:
-    places = np.argwhere(mask)
-    if len(places) == 0:
+    if not mask.any():
         return []
+    places = np.argwhere(mask)
     first = places[0]
     index = int(first[1]) if len(first) == 2 else tuple(int(i) for i in first[1:])
     return [Violation(rule, message, int(first[0]), index, len(places))]
@@ -89,7 +89,7 @@ def validate(phy2log, log2phy, logcnt, layers: int, experts: int,
                                 f"{name} contains NaN")
     if found:
         return found
-    phy2log, log2phy, logcnt = (arrays[k].astype(np.int64) for k in
+    phy2log, log2phy, logcnt = (arrays[k].astype(np.int64, copy=False) for k in
                                 ("phy2log", "log2phy", "logcnt"))
     out_of_range = (phy2log < 0) | (phy2log >= experts)
     found += _first(out_of_range, "phy2log-range",
@@ -105,26 +105,44 @@ def validate(phy2log, log2phy, logcnt, layers: int, experts: int,
 
 
 def _check_log2phy(phy2log, log2phy, counts) -> list[Violation]:
+    """Check log2phy on its used entries only; locate a problem only when there is one."""
     layers, experts, width = log2phy.shape
     replicas = phy2log.shape[1]
     if width < counts.max():
         return [Violation("log2phy", f"log2phy has {width} columns but an expert has "
                                      f"{int(counts.max())} replicas")]
     used = np.arange(width)[None, None, :] < counts[:, :, None]
-    found = _first(~used & (log2phy != -1), "log2phy-padding",
-                   "log2phy entries past the expert's replica count must be -1")
-    in_range = (log2phy >= 0) & (log2phy < replicas)
-    found += _first(used & ~in_range, "log2phy-range",
-                    f"log2phy holds a slot outside [0, {replicas})")
-    slot = np.where(in_range, log2phy, 0)
-    owner = np.take_along_axis(phy2log, slot.reshape(layers, -1), axis=1).reshape(slot.shape)
-    expert = np.arange(experts)[None, :, None]
-    found += _first(used & in_range & (owner != expert), "log2phy-mapping",
-                    "log2phy points at a slot that phy2log gives to another expert")
-    ordered = np.sort(np.where(used, log2phy, -1 - np.arange(width)), axis=2)
-    found += _first((ordered[:, :, 1:] == ordered[:, :, :-1]).any(axis=2), "log2phy-distinct",
-                    "log2phy lists the same slot twice for one expert")
+    found = []
+    if (log2phy[~used] != -1).any():
+        found += _first((~used & (log2phy != -1)).any(axis=2), "log2phy-padding",
+                        "log2phy entries past the expert's replica count must be -1")
+    per_expert = counts.ravel()
+    layer = np.repeat(np.arange(layers), counts.sum(axis=1))
+    expert = np.repeat(np.tile(np.arange(experts), layers), per_expert)
+    slots = log2phy[used]
+    in_range = (slots >= 0) & (slots < replicas)
+    if not in_range.all():
+        found += _located(layer, expert, ~in_range, layers, experts, "log2phy-range",
+                          f"log2phy holds a slot outside [0, {replicas})")
+        slots = np.where(in_range, slots, 0)
+    wrong_owner = in_range & (phy2log[layer, slots] != expert)
+    if wrong_owner.any():
+        found += _located(layer, expert, wrong_owner, layers, experts, "log2phy-mapping",
+                          "log2phy points at a slot that phy2log gives to another expert")
+    hits = np.bincount(layer * replicas + slots, weights=in_range, minlength=layers * replicas)
+    twice = np.flatnonzero(hits > 1)
+    if len(twice):
+        slot_layer, slot = divmod(int(twice[0]), replicas)
+        found.append(Violation("log2phy-distinct", "log2phy lists the same slot twice for one "
+                               "expert", slot_layer, int(phy2log[slot_layer, slot]), len(twice)))
     return found
+
+
+def _located(layer, expert, bad, layers, experts, rule, message) -> list[Violation]:
+    """A violation at the first (layer, expert) whose used entries are flagged in `bad`."""
+    mask = np.zeros((layers, experts), dtype=bool)
+    mask[layer[bad], expert[bad]] = True
+    return _first(mask, rule, message)
 
 
 def replica_counts(phy2log: np.ndarray, experts: int) -> np.ndarray:

@@ -38,8 +38,8 @@ def load_trace(path: str | os.PathLike) -> np.ndarray:
         raise WorkloadError(f"trace is empty: {path}")
     suffix = path.suffix.lower()
     if suffix == ".json":
-        steps = _load_json_cached(path)
-    elif suffix == ".npy":
+        return _load_json_cached(path)
+    if suffix == ".npy":
         try:
             steps = np.load(path, allow_pickle=False)
         except (ValueError, OSError, EOFError) as exc:
@@ -73,6 +73,7 @@ def check_trace(steps: np.ndarray, source: str) -> np.ndarray:
     if (steps < 0).any():
         index = tuple(int(i) for i in np.argwhere(steps < 0)[0])
         raise WorkloadError(f"trace {source} has a negative load at (step, layer, expert) {index}")
+    if steps.dtype.kind == "f":
         steps = steps.astype(np.int64)
     return steps
 
@@ -122,56 +123,88 @@ def _cache_candidates(path: Path, key: str) -> list[Path]:
 
 
 def _load_json_cached(path: Path) -> np.ndarray:
+    """The trace of a JSON file via its content-keyed binary cache (built if absent).
+
+    The cache was checked when it was written, so a hit is only memory-mapped.
+    """
     candidates = _cache_candidates(path, _content_key(path))
     for cached in candidates:
         if cached.is_file():
             try:
-                return np.load(cached, mmap_mode="r", allow_pickle=False)
+                steps = np.load(cached, mmap_mode="r", allow_pickle=False)
+                if steps.ndim == 3:
+                    return steps
             except (ValueError, OSError):
-                cached.unlink(missing_ok=True)  # a damaged cache is rebuilt
-    steps = _parse_json(path)
+                pass
+            cached.unlink(missing_ok=True)  # a damaged cache is rebuilt
     for cached in candidates:
         try:
             cached.parent.mkdir(parents=True, exist_ok=True)
-            with tempfile.NamedTemporaryFile(dir=cached.parent, suffix=".tmp", delete=False) as f:
-                np.save(f, steps, allow_pickle=False)
-            os.replace(f.name, cached)
-            break
+            with tempfile.NamedTemporaryFile(dir=cached.parent, suffix=".tmp",
+                                             delete=False) as out:
+                pass
         except OSError:
             continue
-    return steps
+        try:
+            _parse_json_into(path, Path(out.name))
+            os.replace(out.name, cached)
+        finally:
+            Path(out.name).unlink(missing_ok=True)
+        return np.load(cached, mmap_mode="r", allow_pickle=False)
+    with tempfile.TemporaryDirectory() as scratch:  # no writable cache: parse, then read back
+        target = Path(scratch) / "trace.npy"
+        _parse_json_into(path, target)
+        return np.load(target)
 
 
-def _parse_json(path: Path) -> np.ndarray:
-    """Stream `load_history[*].logical_expert_load` into one int64 array."""
-    blocks: list[np.ndarray] = []
-    shape = None
-    try:
-        with open(path, "rb") as handle:
+HEADER_BYTES = 128  # fixed .npy header size, rewritten once the step count is known
+
+
+def _npy_header(shape: tuple[int, ...]) -> bytes:
+    text = f"{{'descr': '<i4', 'fortran_order': False, 'shape': {shape}, }}"
+    magic = b"\x93NUMPY\x01\x00"
+    body = text.ljust(HEADER_BYTES - len(magic) - 2 - 1) + "\n"
+    return magic + len(body).to_bytes(2, "little") + body.encode("latin1")
+
+
+def _parse_json_into(path: Path, target: Path) -> None:
+    """Stream `load_history[*].logical_expert_load` into an int32 .npy file, step by step.
+
+    Only one step is held in memory at a time; every step is checked on the way.
+    """
+    shape, count = None, 0
+    with open(path, "rb") as handle, open(target, "wb") as out:
+        out.write(b"\0" * HEADER_BYTES)
+        try:
             items = ijson.items(handle, "load_history.item.logical_expert_load", use_float=True)
             for index, step in enumerate(items):
-                try:
-                    array = np.asarray(step, dtype=np.float64)
-                except (ValueError, TypeError):
-                    raise WorkloadError(
-                        f"trace {path}: step {index} is not a rectangular layers x experts "
-                        "array of numbers") from None
-                if array.ndim != 2:
-                    raise WorkloadError(f"trace {path}: step {index} must be a layers x experts "
-                                        f"array; got shape {array.shape}")
-                if shape is None:
-                    shape = array.shape
-                elif array.shape != shape:
-                    raise WorkloadError(f"trace {path}: step {index} has shape {array.shape}, "
-                                        f"earlier steps {shape}")
-                if (array != np.round(array)).any() or (array < 0).any() or \
-                        array.max(initial=0) > INT32_MAX:
-                    raise WorkloadError(f"trace {path}: step {index} holds loads that are not "
-                                        "whole numbers in [0, 2**31)")
-                blocks.append(array.astype(np.int32))
-    except ijson.JSONError as exc:
-        raise WorkloadError(f"trace {path} is truncated or not valid JSON: {exc}") from None
-    if not blocks:
-        raise WorkloadError(
-            f"trace {path} has no load_history[*].logical_expert_load entries")
-    return check_trace(np.stack(blocks), str(path))
+                array = _check_step(path, index, step, shape)
+                shape = array.shape
+                out.write(array.astype("<i4").tobytes())
+                count += 1
+        except ijson.JSONError as exc:
+            raise WorkloadError(f"trace {path} is truncated or not valid JSON: {exc}") from None
+        if not count:
+            raise WorkloadError(
+                f"trace {path} has no load_history[*].logical_expert_load entries")
+        out.seek(0)
+        out.write(_npy_header((count, *shape)))
+
+
+def _check_step(path: Path, index: int, step, shape) -> np.ndarray:
+    try:
+        array = np.asarray(step, dtype=np.float64)
+    except (ValueError, TypeError):
+        raise WorkloadError(f"trace {path}: step {index} is not a rectangular layers x experts "
+                            "array of numbers") from None
+    if array.ndim != 2 or 0 in array.shape:
+        raise WorkloadError(f"trace {path}: step {index} must be a non-empty layers x experts "
+                            f"array; got shape {array.shape}")
+    if shape is not None and array.shape != shape:
+        raise WorkloadError(f"trace {path}: step {index} has shape {array.shape}, earlier "
+                            f"steps {shape}")
+    if not np.isfinite(array).all() or (array != np.round(array)).any() or \
+            (array < 0).any() or array.max() > INT32_MAX:
+        raise WorkloadError(f"trace {path}: step {index} holds loads that are not whole "
+                            "numbers in [0, 2**31)")
+    return array

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import psutil
 
-from evolve.channel import ChannelError, receive, send
+from evolve.channel import ChannelError, enlarge_pipe, receive, send
 
 SAFE_ENV_KEYS = ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "VIRTUAL_ENV")
 
@@ -76,6 +76,8 @@ class Sandbox:
             )
         os.close(to_child_r)
         os.close(from_child_w)
+        for fd in (self._to_child, self._from_child):
+            enlarge_pipe(fd)
         self.deadline = time.monotonic() + limits.timeout_s
 
     def _apply_limits(self) -> None:
@@ -135,13 +137,11 @@ class Sandbox:
         self.process.wait()
 
     def close(self) -> None:
-        """Stop the child (EOF on its input, a short grace period, then a kill); clean up."""
+        """Kill the child at once (it holds nothing worth a graceful exit) and clean up."""
+        self.kill()
         for fd in (self._to_child, self._from_child):
             with contextlib.suppress(OSError):
                 os.close(fd)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            self.process.wait(timeout=1)
-        self.kill()
         self.workdir.cleanup()
 
     def __enter__(self) -> Sandbox:
