@@ -11,6 +11,8 @@ protocol. Parent and child talk over two private pipes in the format of
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import ctypes.util
 import os
 import resource
 import signal
@@ -25,6 +27,12 @@ import numpy as np
 import psutil
 
 from evolve.channel import ChannelError, enlarge_pipe, receive, send
+
+PR_SET_PDEATHSIG = 1
+try:
+    _LIBC = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+except OSError:  # not Linux/glibc: the time limit and the group kill still apply
+    _LIBC = None
 
 SAFE_ENV_KEYS = ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "VIRTUAL_ENV")
 
@@ -81,9 +89,15 @@ class Sandbox:
         self.deadline = time.monotonic() + limits.timeout_s
 
     def _apply_limits(self) -> None:
+        """In the child before exec: memory and CPU limits, no core dumps, and death
+        with the parent, so that a killed evaluator never leaves a candidate running."""
         memory = self.limits.memory_mb * 1024 * 1024
         resource.setrlimit(resource.RLIMIT_AS, (memory, memory))
         resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+        cpu = int(self.limits.timeout_s) + 5
+        resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu + 5))
+        if _LIBC is not None:
+            _LIBC.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
 
     def exchange(self, header: dict, arrays: dict[str, np.ndarray] | None = None):
         """Send one request and wait for the reply, within the session's time budget."""
