@@ -7,7 +7,9 @@ Imports the candidate, then answers "place" requests one window at a time, so
 the candidate never holds a later window than the one it is asked about. Only
 the `rebalance_experts` call is timed: warm-up calls first, then the median is
 taken by the evaluator over `repeats` timed calls, each on a fresh copy of the
-input. Project packages cannot be imported from here.
+input. The evaluator checks that the time reported for the calls accounts for
+the round trip it measured itself, so a candidate that tampers with the clock is
+caught. Project packages cannot be imported from here.
 """
 
 import importlib.abc
@@ -15,7 +17,6 @@ import importlib.util
 import os
 import sys
 import traceback
-from time import perf_counter
 
 BLOCKED_PACKAGES = {"eplb", "evolve", "evaluate", "run_evo"}
 
@@ -56,27 +57,35 @@ def _as_arrays(result, torch):
     return arrays
 
 
-def _place(request, weight, rebalance, torch):
+def _place(request, weight, rebalance, torch, clock):
+    """Warm-up calls, then timed calls; returns the first timed result, the timed
+    durations, and the time spent in all calls (for the evaluator's cross-check)."""
     args = (request["num_replicas"], request["num_groups"], request["num_nodes"],
             request["num_gpus"])
     base = torch.from_numpy(weight)
+    times, first, in_calls = [], None, 0.0
     for _ in range(request.get("warmup", 0)):
-        rebalance(base.clone(), *args)
-    times, first = [], None
+        fresh = base.clone()
+        start = clock()
+        rebalance(fresh, *args)
+        in_calls += clock() - start
     for _ in range(max(1, request.get("repeats", 1))):
         fresh = base.clone()
-        start = perf_counter()
+        start = clock()
         result = rebalance(fresh, *args)
-        times.append(perf_counter() - start)
+        times.append(clock() - start)
         if first is None:
             first = result
-    return _as_arrays(first, torch), times
+    return _as_arrays(first, torch), times, in_calls + sum(times)
 
 
 def main():
+    from time import perf_counter as clock  # a local: out of the candidate's easy reach
+
     program_path, channel_path, threads = sys.argv[1], sys.argv[2], int(sys.argv[3])
     channel = _load_module("_sandbox_channel", channel_path)
-    inbox, outbox = int(os.environ["EVOLVE_SANDBOX_IN"]), int(os.environ["EVOLVE_SANDBOX_OUT"])
+    inbox = int(os.environ.pop("EVOLVE_SANDBOX_IN"))
+    outbox = int(os.environ.pop("EVOLVE_SANDBOX_OUT"))
     sys.meta_path.insert(0, _BlockProjectImports())
     try:
         import torch
@@ -99,12 +108,13 @@ def main():
         if request.get("op") != "place":
             return
         try:
-            result, times = _place(request, arrays["weight"], rebalance, torch)
+            result, times, in_calls = _place(request, arrays["weight"], rebalance, torch,
+                                             clock)
         except BaseException as exc:  # noqa: BLE001
             text, trace = _describe_error(exc)
             channel.send(outbox, {"error": f"rebalance_experts raised {text}", "trace": trace})
             return
-        channel.send(outbox, {"times": times}, result)
+        channel.send(outbox, {"times": times, "in_calls": in_calls}, result)
 
 
 if __name__ == "__main__":

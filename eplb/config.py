@@ -7,7 +7,7 @@ from pathlib import Path
 
 from eplb.placement import Scenario
 from eplb.synthetic import SyntheticSpec
-from evolve.config import apply_overrides, from_dict, load_yaml
+from evolve.config import ConfigError, apply_overrides, from_dict, load_yaml
 from evolve.sandbox import Limits
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
@@ -64,8 +64,8 @@ def load_task_config(path: str | Path | None = None, overrides: list[str] = ()) 
 def task_config_from_dict(data: dict) -> TaskConfig:
     """Build and check a TaskConfig from a plain mapping."""
     config = from_dict(TaskConfig, data, "task")
-    if not config.scenarios:
-        from evolve.config import ConfigError
-
-        raise ConfigError("task.scenarios must list at least one scenario")
+    names = [s.name for s in config.scenarios]
+    if not names or len(set(names)) != len(names):
+        raise ConfigError(f"task.scenarios must list at least one scenario, each with its own "
+                          f"name; got {names}")
     return config

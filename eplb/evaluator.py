@@ -28,6 +28,8 @@ from evolve import channel
 from evolve.sandbox import Sandbox, SandboxError
 
 RUNNER = Path(__file__).with_name("candidate_runner.py")
+TIMING_SLACK_S = 0.05  # untimed work per exchange (copies, transfer) is a few ms
+TIMING_SLACK_SHARE = 0.25
 _WINDOW_CACHE: dict[tuple, tuple[str, np.ndarray]] = {}
 
 
@@ -68,10 +70,13 @@ def _run_scenario(box: Sandbox, windows: np.ndarray, scenario: Scenario,
     records, previous = [], None
     for i in range(len(windows) - 1):
         request["warmup"] = task.timing.warmup if i == 0 else 0
+        sent = time.perf_counter()
         reply, arrays = box.exchange(request, {"weight": windows[i]})
+        round_trip = time.perf_counter() - sent
         if "error" in reply:
             raise CandidateError(f"scenario {scenario.name}, window {i}: {reply['error']}\n"
                                  f"{reply.get('trace', '')}".strip())
+        _check_timing(reply, round_trip, scenario, i)
         violations = placement.validate(arrays.get("phy2log"), arrays.get("log2phy"),
                                         arrays.get("logcnt"), layers, experts, scenario)
         if violations:
@@ -95,6 +100,21 @@ def _run_scenario(box: Sandbox, windows: np.ndarray, scenario: Scenario,
         })
         previous = phy2log
     return records
+
+
+def _check_timing(reply: dict, round_trip: float, scenario: Scenario, window: int) -> None:
+    """The reported call times must account for the round trip measured here."""
+    times, in_calls = reply.get("times"), reply.get("in_calls")
+    if not isinstance(times, list) or not times or not isinstance(in_calls, (int, float)) or \
+            any(not isinstance(t, (int, float)) or t < 0 for t in times):
+        raise CandidateError(f"scenario {scenario.name}, window {window}: malformed reply "
+                             "(no call times)")
+    unexplained = round_trip - in_calls
+    if unexplained > TIMING_SLACK_S + TIMING_SLACK_SHARE * round_trip:
+        raise CandidateError(
+            f"scenario {scenario.name}, window {window}: timing does not add up: the calls "
+            f"reportedly took {1000 * in_calls:.1f} ms of a {1000 * round_trip:.1f} ms round "
+            "trip (has the candidate tampered with the clock?)")
 
 
 def _summarise(records: list[dict], scenario: Scenario, replicas_layers: int) -> dict:

@@ -129,7 +129,8 @@ def _check_log2phy(phy2log, log2phy, counts) -> list[Violation]:
     if wrong_owner.any():
         found += _located(layer, expert, wrong_owner, layers, experts, "log2phy-mapping",
                           "log2phy points at a slot that phy2log gives to another expert")
-    hits = np.bincount(layer * replicas + slots, weights=in_range, minlength=layers * replicas)
+    owned = in_range & ~wrong_owner  # a wrong owner is reported above, not as a duplicate
+    hits = np.bincount(layer * replicas + slots, weights=owned, minlength=layers * replicas)
     twice = np.flatnonzero(hits > 1)
     if len(twice):
         slot_layer, slot = divmod(int(twice[0]), replicas)

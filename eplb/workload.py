@@ -193,7 +193,10 @@ def _parse_json_into(path: Path, target: Path) -> None:
 
 def _check_step(path: Path, index: int, step, shape) -> np.ndarray:
     try:
-        array = np.asarray(step, dtype=np.float64)
+        array = np.asarray(step)
+        if array.dtype.kind not in "iuf":
+            raise TypeError
+        array = array.astype(np.float64)
     except (ValueError, TypeError):
         raise WorkloadError(f"trace {path}: step {index} is not a rectangular layers x experts "
                             "array of numbers") from None

@@ -20,6 +20,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,6 +30,8 @@ import psutil
 from evolve.channel import ChannelError, enlarge_pipe, receive, send
 
 PR_SET_PDEATHSIG = 1
+PR_SET_CHILD_SUBREAPER = 36
+TAG_VARIABLE = "EVOLVE_SANDBOX_TAG"
 try:
     _LIBC = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
 except OSError:  # not Linux/glibc: the time limit and the group kill still apply
@@ -75,6 +78,9 @@ class Sandbox:
         self._from_child, from_child_w = os.pipe()
         env = safe_environ(threads)
         env["EVOLVE_SANDBOX_IN"], env["EVOLVE_SANDBOX_OUT"] = str(to_child_r), str(from_child_w)
+        self.tag = env[TAG_VARIABLE] = uuid.uuid4().hex
+        if _LIBC is not None:  # orphans of the candidate's tree are adopted by us, not init
+            _LIBC.prctl(PR_SET_CHILD_SUBREAPER, 1)
         with open(self.log_path, "wb") as log:
             self.process = subprocess.Popen(
                 [sys.executable, "-I", str(script), *args],
@@ -141,7 +147,8 @@ class Sandbox:
         return data.decode("utf-8", "replace").strip()
 
     def kill(self) -> None:
-        """Kill the child, its process group and any descendants that left the group."""
+        """Kill the child, its process group, and every descendant, even one that left the
+        group and lost its parent (adopted by this process, found by the sandbox's tag)."""
         with contextlib.suppress(psutil.Error):
             for child in psutil.Process(self.process.pid).children(recursive=True):
                 with contextlib.suppress(psutil.Error):
@@ -149,6 +156,11 @@ class Sandbox:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(self.process.pid, signal.SIGKILL)
         self.process.wait()
+        for orphan in psutil.Process().children(recursive=True):
+            with contextlib.suppress(psutil.Error):
+                if orphan.environ().get(TAG_VARIABLE) == self.tag:
+                    orphan.kill()
+                    orphan.wait(timeout=2)
 
     def close(self) -> None:
         """Kill the child at once (it holds nothing worth a graceful exit) and clean up."""

@@ -102,10 +102,26 @@ def test_logcnt_off_by_one(valid, delta):
 
 def test_log2phy_points_at_another_experts_slot(valid):
     phy2log, log2phy, logcnt = valid
+    # Swap the first slots of experts 4 and 6: both now list a slot of the other.
+    log2phy[1, 4, 0], log2phy[1, 6, 0] = log2phy[1, 6, 0], log2phy[1, 4, 0]
+    violation = only(check(phy2log, log2phy, logcnt), "log2phy-mapping")
+    assert (violation.layer, violation.index, violation.count) == (1, 4, 2)
+
+
+def test_mapping_violation_is_located_at_the_listing_expert(valid):
+    phy2log, log2phy, logcnt = valid
     other_slot = int(np.flatnonzero(phy2log[1] != 4)[0])
     log2phy[1, 4, 0] = other_slot
-    violation = only(check(phy2log, log2phy, logcnt), "log2phy-mapping")
-    assert (violation.layer, violation.index) == (1, (4, 0))
+    violations = check(phy2log, log2phy, logcnt)
+    assert violations[0].rule == "log2phy-mapping"
+    assert (violations[0].layer, violations[0].index) == (1, 4)
+
+
+def test_mapping_violation_is_not_also_reported_as_a_duplicate(valid):
+    phy2log, log2phy, logcnt = valid
+    other_slot = int(np.flatnonzero(phy2log[1] != 4)[0])
+    log2phy[1, 4, 0] = other_slot
+    only(check(phy2log, log2phy, logcnt), "log2phy-mapping")
 
 
 def test_log2phy_duplicated_slot(valid):
@@ -122,7 +138,7 @@ def test_log2phy_padding(valid):
     expert = int(np.flatnonzero(logcnt[0] < width)[0])
     log2phy[0, expert, width - 1] = log2phy[0, expert, 0]
     violation = only(check(phy2log, log2phy, logcnt), "log2phy-padding")
-    assert (violation.layer, violation.index) == (0, (expert, width - 1))
+    assert (violation.layer, violation.index, violation.count) == (0, expert, 1)
 
 
 @pytest.mark.parametrize("slot", [12, -1, -5])
@@ -130,7 +146,7 @@ def test_log2phy_slot_out_of_range(valid, slot):
     phy2log, log2phy, logcnt = valid
     log2phy[2, 6, 0] = slot
     violation = only(check(phy2log, log2phy, logcnt), "log2phy-range")
-    assert (violation.layer, violation.index) == (2, (6, 0))
+    assert (violation.layer, violation.index, violation.count) == (2, 6, 1)
 
 
 def test_log2phy_too_few_columns(valid):

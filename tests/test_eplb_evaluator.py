@@ -1,0 +1,355 @@
+"""The evaluator end to end: the baseline, misbehaving candidates, the protocol, timing.
+
+Each test runs one sandboxed candidate on a small synthetic task (4 layers x 32
+experts, 4 windows, two scenarios: hierarchical and global).
+"""
+
+import hashlib
+import importlib.util
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import psutil
+import pytest
+import torch
+
+import initial
+from eplb import placement
+from eplb.config import task_config_from_dict
+from eplb.evaluator import evaluate_program, load_windows
+from eplb.synthetic import SyntheticSpec, generate
+from eplb.workload import WorkloadError
+
+CANDIDATES = Path(__file__).resolve().parent / "candidates"
+INITIAL = Path(initial.__file__).resolve()
+SCENARIOS = [
+    {"name": "hier", "num_replicas": 40, "num_groups": 4, "num_nodes": 2, "num_gpus": 8},
+    {"name": "glob", "num_replicas": 48, "num_groups": 4, "num_nodes": 3, "num_gpus": 6},
+]
+
+
+def make_task(**changes):
+    data = {
+        "synthetic": {"steps": 400, "layers": 4, "experts": 32, "seed": 0},
+        "rebalance_interval": 100,
+        "scenarios": SCENARIOS,
+        "timing": {"warmup": 1, "repeats": 2},
+        "limits": {"timeout_s": 20, "memory_mb": 2048},
+    }
+    for key, value in changes.items():
+        if isinstance(value, dict) and isinstance(data.get(key), dict):
+            data[key] = {**data[key], **value}
+        else:
+            data[key] = value
+    return task_config_from_dict(data)
+
+
+def run(name: str, task=None, **kwargs) -> dict:
+    path = name if isinstance(name, Path) else CANDIDATES / f"{name}.py"
+    result = evaluate_program(path, task or make_task(), **kwargs)
+    assert set(result) == {"correct", "error", "metrics", "feedback"}
+    return result
+
+
+def failed(name: str, task=None) -> str:
+    result = run(name, task)
+    assert result["correct"] is False
+    assert isinstance(result["error"], str) and result["error"]
+    assert "combined_score" not in result["metrics"]
+    return result["error"]
+
+
+# ---------------------------------------------------------------- the baseline
+
+@pytest.fixture(scope="module")
+def baseline(tmp_path_factory):
+    results = tmp_path_factory.mktemp("baseline-results")
+    task = make_task()
+    return task, results, evaluate_program(INITIAL, task, results_dir=results)
+
+
+def test_baseline_is_correct_and_scored(baseline):
+    task, _, result = baseline
+    assert result["correct"] is True and result["error"] is None
+    metrics = result["metrics"]
+    for key in ("balancedness_gpu", "balancedness_slot", "balancedness_node", "speed_score",
+                "combined_score", "same_window_balancedness_gpu",
+                "no_replication_balancedness_gpu"):
+        assert 0 < metrics[key] <= 1, key
+    assert metrics["combined_score"] == pytest.approx(
+        (metrics["balancedness_gpu"] + metrics["speed_score"]) / 2)
+    assert metrics["speed_score"] == pytest.approx(
+        min(1.0, 0.02 / (metrics["time_ms_mean"] / 1000)))
+    assert metrics["windows_scored"] == 3
+    assert metrics["workload"] == "synthetic(seed=0)"
+    assert metrics["forecast_loss_gpu"] == pytest.approx(
+        metrics["same_window_balancedness_gpu"] - metrics["balancedness_gpu"])
+    # Placing for the very window it is scored on can only help the baseline here;
+    # replication beats no replication.
+    assert metrics["same_window_balancedness_gpu"] > metrics["balancedness_gpu"]
+    assert metrics["balancedness_gpu"] > metrics["no_replication_balancedness_gpu"]
+    assert metrics["eval_seconds"] > 0
+    assert set(metrics["scenarios"]) == {"hier", "glob"}
+    means = [metrics["scenarios"][s]["balancedness_gpu"] for s in ("hier", "glob")]
+    assert metrics["balancedness_gpu"] == pytest.approx(np.mean(means))
+    for name, summary in metrics["scenarios"].items():
+        assert summary["scenario"]["name"] == name
+        windows = summary["per_window"]
+        assert [w["window"] for w in windows] == [0, 1, 2]
+        assert summary["balancedness_gpu"] == pytest.approx(
+            np.mean([w["balancedness_gpu"] for w in windows]))
+        for record in windows:
+            assert 0 < record["balancedness_gpu"] <= 1
+            assert record["time_ms"] > 0
+        assert windows[0]["migration"] == 0
+    assert "hier: balancedness_gpu" in result["feedback"]
+    assert "glob: balancedness_gpu" in result["feedback"]
+
+
+def test_baseline_scores_match_an_independent_replay(baseline):
+    """Placement from window i (computed here, in-process) scored on window i + 1."""
+    task, _, result = baseline
+    _, windows = load_windows(task)
+    assert windows.shape == (4, 4, 32)
+    for spec in SCENARIOS:
+        scenario = placement.Scenario(**spec)
+        per_window = result["metrics"]["scenarios"][scenario.name]["per_window"]
+        previous = None
+        for i, record in enumerate(per_window):
+            phy2log, _, _ = initial.rebalance_experts(
+                torch.from_numpy(windows[i]), scenario.num_replicas, scenario.num_groups,
+                scenario.num_nodes, scenario.num_gpus)
+            phy2log = phy2log.numpy()
+            counts = placement.replica_counts(phy2log, 32)
+            ahead = placement.measure(windows[i + 1].astype(float), phy2log, counts, scenario)
+            same = placement.measure(windows[i].astype(float), phy2log, counts, scenario)
+            plain = placement.no_replication_balance(windows[i + 1].astype(float), scenario)
+            assert record["balancedness_gpu"] == pytest.approx(ahead.gpu, rel=1e-12)
+            assert record["balancedness_slot"] == pytest.approx(ahead.slot, rel=1e-12)
+            assert record["balancedness_node"] == pytest.approx(ahead.node, rel=1e-12)
+            assert record["same_window_balancedness_gpu"] == pytest.approx(same.gpu, rel=1e-12)
+            assert record["no_replication_balancedness_gpu"] == pytest.approx(plain.gpu)
+            assert record["migration"] == placement.migration(previous, phy2log)
+            previous = phy2log
+
+
+def test_baseline_result_files(baseline):
+    _, results, result = baseline
+    metrics = json.loads((results / "metrics.json").read_text())
+    correct = json.loads((results / "correct.json").read_text())
+    assert correct == {"correct": True, "error": None}
+    assert metrics["combined_score"] == pytest.approx(result["metrics"]["combined_score"])
+    assert metrics["scenarios"]["hier"]["per_window"][2]["window"] == 2
+    assert not list(results.glob("*.tmp"))
+
+
+def test_failure_result_files(tmp_path):
+    result = run("raises", results_dir=tmp_path)
+    assert result["correct"] is False
+    assert "ValueError: candidate gave up on purpose" in result["error"]
+    assert "rebalance_experts raised" in result["error"]
+    assert "scenario hier, window 0" in result["error"]
+    assert result["feedback"].startswith("The program failed")
+    correct = json.loads((tmp_path / "correct.json").read_text())
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert correct == {"correct": False, "error": result["error"]}
+    assert metrics["combined_score"] is None and metrics["error"] == result["error"]
+
+
+# ---------------------------------------------------------------- misbehaving candidates
+
+def _gone(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
+def test_hanging_candidate_is_killed_with_its_children():
+    record = Path("/tmp/eplb_test_hang_pids.json")
+    record.unlink(missing_ok=True)
+    timeout = 6.0
+    task = make_task(limits={"timeout_s": timeout})
+    started = time.monotonic()
+    result = run("hangs", task)
+    elapsed = time.monotonic() - started
+    assert result["correct"] is False
+    assert "time limit exceeded" in result["error"]
+    assert elapsed < timeout + 5
+    assert elapsed >= timeout - 0.5
+    pids = json.loads(record.read_text())
+    record.unlink()
+    assert set(pids) == {"self", "group_child", "session_child"}
+    deadline = time.monotonic() + 3
+    while not all(_gone(pid) for pid in pids.values()) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    survivors = {name: pid for name, pid in pids.items() if not _gone(pid)}
+    assert survivors == {}, f"processes survived the kill: {survivors}"
+
+
+def test_memory_hog_fails_with_a_memory_error():
+    error = failed("memory_hog", make_task(limits={"memory_mb": 1024}))
+    assert "memory" in error.lower()
+    assert "rebalance_experts raised" in error  # the import itself fitted in the limit
+
+
+def test_noisy_candidate_is_still_correct(baseline):
+    result = run("noisy")
+    assert result["correct"] is True, result["error"]
+    expected = baseline[2]["metrics"]
+    assert result["metrics"]["balancedness_gpu"] == pytest.approx(expected["balancedness_gpu"])
+
+
+@pytest.mark.parametrize("name,text", [
+    ("wrong_lists", "phy2log must be a torch.Tensor; got list"),
+    ("wrong_numpy", "phy2log must be a torch.Tensor; got ndarray"),
+    ("wrong_pair", "must return a tuple (phy2log, log2phy, logcnt); got tuple of length 2"),
+])
+def test_wrong_return_types(name, text):
+    error = failed(name)
+    assert text in error
+    assert "TypeError" in error
+
+
+def test_invalid_placement_names_the_rule():
+    error = failed("invalid_placement")
+    assert error.startswith("invalid placement (scenario hier, window 0)")
+    assert "[logcnt]" in error and "(layer 1, index 3)" in error
+
+
+def test_syntax_error(tmp_path):
+    program = tmp_path / "broken.py"
+    program.write_text("def rebalance_experts(weight, num_replicas:\n    return weight\n")
+    error = failed(program)
+    assert "loading the program failed" in error and "SyntaxError" in error
+
+
+def test_missing_rebalance_experts():
+    error = failed("no_function")
+    assert "no callable rebalance_experts" in error
+
+
+def test_sys_exit_on_import():
+    error = failed("exits_on_import")
+    assert "loading the program failed" in error and "SystemExit" in error
+
+
+def test_os_exit_during_call():
+    error = failed("hard_exit")
+    assert "exited with code 7" in error
+    assert "about to leave without a word" in error  # the output tail is shown
+
+
+def test_harness_imports_are_blocked():
+    error = failed("imports_harness")
+    assert "may not import the harness package" in error and "eplb" in error
+
+
+def test_api_keys_are_not_visible(monkeypatch):
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-eplb-test-not-a-real-key")
+    monkeypatch.setenv("EPLB_TEST_TOKEN", "sk-eplb-test-token")
+    # The candidate does notice a secret when one is in its environment ...
+    with pytest.raises(RuntimeError, match="OPENAI_API_KEY"):
+        spec = importlib.util.spec_from_file_location("secrets_probe",
+                                                      CANDIDATES / "reads_secrets.py")
+        spec.loader.exec_module(importlib.util.module_from_spec(spec))
+    # ... but the sandbox does not pass it on.
+    result = run("reads_secrets")
+    assert result["correct"] is True, result["error"]
+
+
+def test_missing_program_is_a_candidate_failure(tmp_path):
+    error = failed(tmp_path / "does_not_exist.py")
+    assert "loading the program failed" in error
+
+
+# ---------------------------------------------------------------- task problems
+
+def test_impossible_scenario_is_a_task_error():
+    bad = [{"name": "bad", "num_replicas": 30, "num_groups": 4, "num_nodes": 2,
+            "num_gpus": 8}]
+    with pytest.raises(ValueError, match="num_replicas 30 is not divisible by num_gpus 8"):
+        evaluate_program(INITIAL, make_task(scenarios=bad))
+
+
+def test_missing_workload_is_a_task_error(tmp_path):
+    with pytest.raises(WorkloadError, match="not found"):
+        evaluate_program(INITIAL, make_task(), workload=str(tmp_path / "none.json"))
+
+
+# ---------------------------------------------------------------- protocol and timing
+
+def test_candidate_only_ever_sees_the_current_window(tmp_path):
+    """Calls arrive window by window, never the last one, each on a fresh copy."""
+    record = Path("/tmp/eplb_test_protocol_calls.jsonl")
+    record.unlink(missing_ok=True)
+    steps = generate(SyntheticSpec(steps=350, layers=4, experts=32, seed=7))
+    trace = tmp_path / "trace.npy"
+    np.save(trace, steps)
+    task = make_task()
+    result = run("recorder", task, workload=str(trace))
+    assert result["correct"] is True, result["error"]
+    assert result["metrics"]["workload"] == "trace.npy"
+    calls = [json.loads(line) for line in record.read_text().splitlines()]
+    record.unlink()
+
+    windows = steps[:300].reshape(3, 100, 4, 32).sum(axis=1, dtype=np.int64)
+    digests = [hashlib.sha256(w.tobytes()).hexdigest() for w in windows]
+    for spec in SCENARIOS:
+        seen = [c for c in calls if c["replicas"] == spec["num_replicas"]]
+        # window 0: one warm-up call + 2 timed calls; window 1: 2 timed calls; no window 2
+        assert [c["sha"] for c in seen] == [digests[0]] * 3 + [digests[1]] * 2
+        assert [c["sum"] for c in seen] == [int(windows[0].sum())] * 3 + \
+            [int(windows[1].sum())] * 2
+        assert all(c["shape"] == [4, 32] and c["dtype"] == "torch.int64" for c in seen)
+    assert [c["replicas"] for c in calls] == [40] * 5 + [48] * 5  # scenario by scenario
+    assert len(result["metrics"]["scenarios"]["hier"]["per_window"]) == 2
+
+
+def test_only_the_call_is_timed():
+    result = run("slow")
+    assert result["correct"] is True, result["error"]
+    metrics = result["metrics"]
+    for summary in metrics["scenarios"].values():
+        for record in summary["per_window"]:
+            # 50 ms of sleep; the 0.2 s import and the 0.3 s warm-up are not counted
+            assert 50 <= record["time_ms"] < 100
+    assert 50 <= metrics["time_ms"] < 90
+    assert metrics["speed_score"] == pytest.approx(0.02 / (metrics["time_ms_mean"] / 1000))
+    assert 0.2 < metrics["speed_score"] <= 0.4
+    assert metrics["combined_score"] == pytest.approx(
+        (metrics["balancedness_gpu"] + metrics["speed_score"]) / 2)
+
+
+# ---------------------------------------------------------------- attempts to cheat or escape
+
+def test_candidate_cannot_forge_its_timing():
+    result = run("forges_timing")
+    assert result["correct"] is True, result["error"]
+    assert result["metrics"]["time_ms"] >= 50
+    assert result["metrics"]["speed_score"] < 0.5
+
+
+def test_candidate_replacing_the_timed_call_is_caught():
+    result = run("forges_place")
+    assert result["correct"] is False
+    assert "timing does not add up" in result["error"]
+
+
+def test_child_in_new_session_dies_with_an_exited_candidate():
+    record = Path("/tmp/eplb_test_escape_pid.json")
+    record.unlink(missing_ok=True)
+    result = run("escapes_then_exits")
+    pid = json.loads(record.read_text())["session_child"]
+    record.unlink()
+    try:
+        assert result["correct"] is False and "exited with code 0" in result["error"]
+        deadline = time.monotonic() + 3
+        while not _gone(pid) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert _gone(pid), f"sleep 300 (pid {pid}) survived its candidate"
+    finally:
+        if not _gone(pid):
+            psutil.Process(pid).kill()
