@@ -132,12 +132,26 @@ class Database:
 
     def add_program(self, p: Program) -> None:
         """Insert one program; a duplicate id raises sqlite3.IntegrityError."""
-        row = asdict(p)
-        row["valid"] = int(p.valid)
-        row["metrics"] = json.dumps(p.metrics, sort_keys=True)
+        self.add_programs([p])
+
+    def add_programs(self, programs: list[Program]) -> None:
+        """Insert several programs in one transaction: all of them or, after a crash, none."""
         names = ", ".join(_PROGRAM_FIELDS)
         marks = ", ".join(f":{name}" for name in _PROGRAM_FIELDS)
-        self._write(f"INSERT INTO programs ({names}) VALUES ({marks})", row)
+        rows = []
+        for p in programs:
+            row = asdict(p)
+            row["valid"] = int(p.valid)
+            row["metrics"] = json.dumps(p.metrics, sort_keys=True)
+            rows.append(row)
+        with self._lock:
+            self._conn.execute("BEGIN")
+            try:
+                self._conn.executemany(f"INSERT INTO programs ({names}) VALUES ({marks})", rows)
+                self._conn.execute("COMMIT")
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                raise
 
     def get(self, program_id: str) -> Program:
         """The program with this id; KeyError if absent."""

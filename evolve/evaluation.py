@@ -60,7 +60,10 @@ class EvaluationPool:
         """Kill every worker (in-flight evaluations fail) and start fresh ones."""
         self._executor.shutdown(wait=False, kill_workers=True)
         self._started.clear()
-        self._executor = get_reusable_executor(max_workers=self.n_jobs, timeout=300)
+        # kill_workers=True here too: replacing a shut-down executor shuts it down again,
+        # and without it that call withdraws the kill (hung workers would run on).
+        self._executor = get_reusable_executor(max_workers=self.n_jobs, timeout=300,
+                                               kill_workers=True)
 
     def shutdown(self) -> None:
         """Stop the workers."""

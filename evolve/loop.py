@@ -111,8 +111,8 @@ class Evolution:
         seed = self._program_from_result("seed", code, 0, 0, result, patch_type="initial")
         copies = [replace(seed, id=f"seed-{island}", island=island, patch_type="migrant",
                           parent_id=seed.id) for island in range(1, self.evo.num_islands)]
-        for program in [seed, *copies]:  # one program, present on every island
-            self.db.add_program(program)
+        self.db.add_programs([seed, *copies])  # one program, present on every island
+        for program in [seed, *copies]:
             self.population.add(program)
         log.info("seeded %d islands; initial score %.4f", self.evo.num_islands,
                  result["metrics"]["combined_score"])
@@ -121,6 +121,7 @@ class Evolution:
     def _pipeline(self, todo: list[int]) -> None:
         queue = list(todo)
         while queue or self.futures:
+            self._check_wall()
             while queue and self._may_start(queue[0]) and self.stop_reason is None:
                 self._start(queue.pop(0))
             if self.stop_reason is not None:
@@ -167,14 +168,15 @@ class Evolution:
             self._on_reply(generation, stored[-1], record=False)
             return
         model = self.models[proposal.model]
-        flight.max_cost = max_call_cost(model, estimate_tokens(proposal.prompt.system
-                                                               + proposal.prompt.user))
-        if self._over_cost(flight.max_cost):
+        max_cost = max_call_cost(model, estimate_tokens(proposal.prompt.system
+                                                        + proposal.prompt.user))
+        if self._over_cost(max_cost):
             del self.flights[generation]
             self.stop_reason = (f"API cost cap of ${self.config.budget.max_cost_usd:.2f} "
                                 f"reached (spent ${self.cost:.4f})")
             tqdm.write(f"stopping: {self.stop_reason}")
             return
+        flight.max_cost = max_cost
         client = self.clients[proposal.model]
         future = self.llm_threads.submit(client.complete, proposal.prompt.system,
                                          proposal.prompt.user, proposal.temperature, generation)
@@ -194,6 +196,7 @@ class Evolution:
 
     def _on_reply(self, generation: int, call: LLMCall, record: bool = True) -> None:
         flight = self.flights[generation]
+        flight.max_cost = 0.0  # its real cost is in self.cost now
         if record:
             self.db.add_llm_call(call)
             self.cost += call.cost
@@ -210,10 +213,10 @@ class Evolution:
 
     def _evaluate(self, generation: int, code: str) -> None:
         digest = patches.code_hash(code)
-        twin = self.population.hashes.get(digest)
+        twin = self.population.twin(digest, max(0, generation - self.evo.max_in_flight))
         if twin is not None:
             self._record_failure(generation, code,
-                                 f"duplicate of program {twin}: identical code is not "
+                                 f"duplicate of program {twin.id}: identical code is not "
                                  "evaluated again; make a real change")
             return
         self.flights[generation].code = code
@@ -239,7 +242,9 @@ class Evolution:
         program = Program(
             id=f"g{generation:06d}", code=code or "", generation=generation,
             island=p.island if p else (generation - 1) % self.evo.num_islands,
-            parent_id=p.parent.id if p else None, patch_type=p.patch_type if p else "none",
+            parent_id=p.parent.id if p else None,
+            other_parent_id=p.other.id if p and p.other and p.patch_type in ("cross", "offline")
+            else None, patch_type=p.patch_type if p else "none",
             model=p.model if p else None, valid=False, error=error,
             code_hash=patches.code_hash(code) if code else "", created_at=time.time())
         log.info("generation %d failed: %s", generation, error.splitlines()[0][:200])
@@ -279,21 +284,26 @@ class Evolution:
                for p in self.population.visible(None, generation, valid_only=False)):
             return  # done before a restart
         bests = {i: self.population.best(i, cutoff) for i in range(self.evo.num_islands)}
-        plan = selection.migration_plan(bests, self.evo.num_islands, self.population.holds)
+
+        def holds(island: int, code_hash: str) -> bool:
+            return self.population.holds(island, code_hash, cutoff, generation)
+
+        plan = selection.migration_plan(bests, self.evo.num_islands, holds)
         if self.evo.stagnation_patience > 0:
             history = self._island_history(cutoff)
             stuck = selection.stagnant_islands(history, self.evo.stagnation_patience)
             survivors = [b for b in bests.values() if b is not None]
             plan += [(p, i) for p, i in selection.reset_plan(stuck, survivors)
-                     if not self.population.holds(i, p.code_hash)]
-        for index, (program, target) in enumerate(plan):
-            copy = replace(program, id=f"m{generation:06d}-{index}", island=target,
-                           generation=generation, patch_type="migrant",
-                           parent_id=program.id, created_at=time.time())
-            self.db.add_program(copy)
+                     if not holds(i, p.code_hash)]
+        copies = [replace(program, id=f"m{generation:06d}-{index}", island=target,
+                          generation=generation, patch_type="migrant", parent_id=program.id,
+                          other_parent_id=None, created_at=time.time())
+                  for index, (program, target) in enumerate(plan)]
+        self.db.add_programs(copies)  # the whole migration or, after a crash, none of it
+        for copy in copies:
             self.population.add(copy)
-            log.info("generation %d: program %s migrates from island %d to %d", generation,
-                     program.id, program.island, target)
+            log.info("generation %d: program %s migrates to island %d", generation,
+                     copy.parent_id, copy.island)
 
     def _island_history(self, cutoff: int) -> dict[int, list[float]]:
         """Best score per island at each past migration point."""

@@ -17,7 +17,7 @@ class Population:
     def __init__(self, num_islands: int, programs: list[Program] = ()):
         self.num_islands = num_islands
         self.by_island: dict[int, list[Program]] = {i: [] for i in range(num_islands)}
-        self.hashes: dict[str, str] = {}
+        self.hashes: dict[str, list[Program]] = {}
         self.by_id: dict[str, Program] = {}
         for program in programs:
             self.add(program)
@@ -27,7 +27,7 @@ class Population:
         self.by_island.setdefault(program.island, []).append(program)
         self.by_id[program.id] = program
         if program.valid and program.patch_type != "migrant":
-            self.hashes.setdefault(program.code_hash, program.id)
+            self.hashes.setdefault(program.code_hash, []).append(program)
 
     def visible(self, island: int | None, cutoff: int, valid_only: bool = True) -> list[Program]:
         """Programs of one island (or all) with generation <= cutoff."""
@@ -40,9 +40,24 @@ class Population:
         ranked = top(self.visible(island, cutoff), 1)
         return ranked[0] if ranked else None
 
-    def holds(self, island: int, code_hash: str) -> bool:
-        """Whether the island already has a program with this code."""
-        return any(p.code_hash == code_hash for p in self.by_island.get(island, []))
+    def twin(self, code_hash: str, cutoff: int) -> Program | None:
+        """The earliest valid non-migrant program with this code and generation <= cutoff."""
+        found = [p for p in self.hashes.get(code_hash, ()) if p.generation <= cutoff]
+        return min(found, key=lambda p: (p.generation, p.id)) if found else None
+
+    def holds(self, island: int, code_hash: str, cutoff: int | None = None,
+              generation: int | None = None) -> bool:
+        """Whether the island already has a program with this code.
+
+        With `cutoff` and `generation` (a generation about to start), only what is
+        settled at that point counts, live or resumed: programs of generations <= cutoff
+        and migrants copied before `generation`.
+        """
+        return any(p.code_hash == code_hash and (
+            cutoff is None or p.generation <= cutoff
+            or (p.patch_type == "migrant" and generation is not None
+                and p.generation < generation))
+            for p in self.by_island.get(island, []))
 
 
 def top(programs: list[Program], n: int) -> list[Program]:

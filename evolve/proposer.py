@@ -75,10 +75,11 @@ class Proposer:
             top(population.visible(None, cutoff), 20),
             self.evo.inspirations_island, self.evo.inspirations_archive,
             {parent.id, other.id if other else ""}, rng)
+        failed = sorted((p for p in population.visible(island, cutoff, valid_only=False)
+                         if not p.valid), key=lambda p: (p.generation, p.id))  # not finish order
         failures = [
             (f"generation {p.generation} ({p.patch_type}, {p.model})", p.error or "")
-            for p in population.visible(island, cutoff, valid_only=False)
-            if not p.valid][-self.evo.failures_in_prompt:] if self.evo.failures_in_prompt else []
+            for p in failed][-self.evo.failures_in_prompt:] if self.evo.failures_in_prompt else []
         prompt = build_prompt(
             self.templates_dir, patch_type, self.config.task.get("description", ""), parent,
             inspirations, failures, other, model.context_window - model.max_tokens,
