@@ -46,7 +46,8 @@ from evolve import channel, sandbox  # noqa: E402
 
 TARGET_PERCENT = 5.0
 RUNS = 5                    # timed evaluations (after one untimed warm-up evaluation)
-SCORING = ("replica_counts", "measure", "no_replication_balance", "migration")
+SCORING = ("replica_counts", "measure", "measure_windows", "no_replication_balance",
+           "no_replication_gpu", "migration")
 
 
 class Timers:

@@ -54,7 +54,7 @@ def timed(name, func):
             phases[name] = phases.get(name, 0.0) + time.perf_counter() - start
     return wrapper
 workload._content_key = timed("hash", workload._content_key)
-workload._parse_json = timed("parse", workload._parse_json)
+workload._parse_json_into = timed("parse", workload._parse_json_into)
 workload.check_trace = timed("check", workload.check_trace)
 
 def mapped(array):

@@ -112,26 +112,31 @@ def _check_log2phy(phy2log, log2phy, counts) -> list[Violation]:
         return [Violation("log2phy", f"log2phy has {width} columns but an expert has "
                                      f"{int(counts.max())} replicas")]
     used = np.arange(width)[None, None, :] < counts[:, :, None]
+    slots = log2phy[used]
+    layer = np.repeat(np.arange(layers), counts.sum(axis=1))
+    expert = np.repeat(np.tile(np.arange(experts), layers), counts.ravel())
     found = []
-    if (log2phy[~used] != -1).any():
+    in_range = (slots >= 0) & (slots < replicas)
+    all_in_range = bool(in_range.all())
+    padding = used.size - slots.size  # entries that must be -1
+    if not all_in_range or np.count_nonzero(log2phy == -1) != padding:
         found += _first((~used & (log2phy != -1)).any(axis=2), "log2phy-padding",
                         "log2phy entries past the expert's replica count must be -1")
-    per_expert = counts.ravel()
-    layer = np.repeat(np.arange(layers), counts.sum(axis=1))
-    expert = np.repeat(np.tile(np.arange(experts), layers), per_expert)
-    slots = log2phy[used]
-    in_range = (slots >= 0) & (slots < replicas)
-    if not in_range.all():
+    if not all_in_range:
         found += _located(layer, expert, ~in_range, layers, experts, "log2phy-range",
                           f"log2phy holds a slot outside [0, {replicas})")
         slots = np.where(in_range, slots, 0)
-    wrong_owner = in_range & (phy2log[layer, slots] != expert)
+    flat = layer * replicas + slots
+    wrong_owner = phy2log.ravel()[flat] != expert
+    if not all_in_range:
+        wrong_owner &= in_range
     if wrong_owner.any():
         found += _located(layer, expert, wrong_owner, layers, experts, "log2phy-mapping",
                           "log2phy points at a slot that phy2log gives to another expert")
-    owned = in_range & ~wrong_owner  # a wrong owner is reported above, not as a duplicate
-    hits = np.bincount(layer * replicas + slots, weights=owned, minlength=layers * replicas)
-    twice = np.flatnonzero(hits > 1)
+        flat = flat[in_range & ~wrong_owner]  # a wrong owner is not also a duplicate
+    elif not all_in_range:
+        flat = flat[in_range]
+    twice = np.flatnonzero(np.bincount(flat, minlength=layers * replicas) > 1)
     if len(twice):
         slot_layer, slot = divmod(int(twice[0]), replicas)
         found.append(Violation("log2phy-distinct", "log2phy lists the same slot twice for one "
@@ -182,10 +187,29 @@ class Balance:
 def measure(load: np.ndarray, phy2log: np.ndarray, counts: np.ndarray,
             scenario: Scenario) -> Balance:
     """Balancedness of a placement (with its replica counts) on a window's load [L, E]."""
-    slots = slot_loads(load, phy2log, counts)
+    return measure_windows(load[None], phy2log, counts, scenario)[0]
+
+
+def measure_windows(loads: np.ndarray, phy2log: np.ndarray, counts: np.ndarray,
+                    scenario: Scenario) -> list[Balance]:
+    """Balancedness of one placement on each of several windows' loads [N, L, E]."""
+    windows, layers, experts = loads.shape
+    flat = loads.reshape(windows * layers, experts)
+    slots = slot_loads(flat, np.tile(phy2log, (windows, 1)), np.tile(counts, (windows, 1)))
     gpus = group_sum(slots, scenario.num_gpus)
     nodes = group_sum(gpus, scenario.num_nodes)
-    return Balance(gpu=balancedness(gpus), slot=balancedness(slots), node=balancedness(nodes))
+    return [Balance(gpu=balancedness(gpus[k * layers:(k + 1) * layers]),
+                    slot=balancedness(slots[k * layers:(k + 1) * layers]),
+                    node=balancedness(nodes[k * layers:(k + 1) * layers]))
+            for k in range(windows)]
+
+
+def _experts_per_gpu(loads: np.ndarray, num_gpus: int) -> np.ndarray:
+    """GPU loads [..., G] when every expert sits once, in order, on the GPUs."""
+    experts = loads.shape[-1]
+    gpu_of_expert = np.arange(experts) * num_gpus // experts
+    return np.stack([loads[..., gpu_of_expert == g].sum(axis=-1) for g in range(num_gpus)],
+                    axis=-1)
 
 
 def no_replication_balance(load: np.ndarray, scenario: Scenario) -> Balance:
@@ -193,12 +217,17 @@ def no_replication_balance(load: np.ndarray, scenario: Scenario) -> Balance:
 
     Used only as a reference point; it leaves R - E slots empty.
     """
-    layers, experts = load.shape
-    gpu_of_expert = np.arange(experts) * scenario.num_gpus // experts
-    gpus = np.zeros((layers, scenario.num_gpus))
-    np.add.at(gpus, (slice(None), gpu_of_expert), load)
+    gpus = _experts_per_gpu(load, scenario.num_gpus)
     nodes = group_sum(gpus, scenario.num_nodes)
     return Balance(gpu=balancedness(gpus), slot=balancedness(load), node=balancedness(nodes))
+
+
+def no_replication_gpu(loads: np.ndarray, scenario: Scenario) -> np.ndarray:
+    """`no_replication_balance(...).gpu` for each window of loads [N, L, E], at once."""
+    gpus = _experts_per_gpu(loads, scenario.num_gpus)
+    worst = gpus.max(axis=2).sum(axis=1)
+    mean = gpus.mean(axis=2).sum(axis=1)
+    return np.divide(mean, worst, out=np.ones_like(mean), where=worst > 0)
 
 
 def migration(previous: np.ndarray | None, current: np.ndarray) -> int:

@@ -25,6 +25,7 @@ class ChannelError(RuntimeError):
 
 
 NUMERIC_KINDS = "biufc"
+ALIGNMENT = 64
 
 
 def send(fd: int, header: dict, arrays: dict[str, np.ndarray] | None = None) -> None:
@@ -35,10 +36,17 @@ def send(fd: int, header: dict, arrays: dict[str, np.ndarray] | None = None) -> 
             raise TypeError(f"array {name!r} has non-numeric dtype {array.dtype}")
     meta = dict(header, _arrays=[[n, a.dtype.str, list(a.shape)] for n, a in arrays.items()])
     head = json.dumps(meta).encode()
-    total = len(head) + sum(a.nbytes for a in arrays.values())
+    head += b" " * (_aligned(len(head)) - len(head))  # arrays start aligned: fast views
+    total = len(head) + sum(_aligned(a.nbytes) for a in arrays.values())
     _write_all(fd, struct.pack("<QQ", total, len(head)) + head)
     for array in arrays.values():
-        _write_all(fd, memoryview(array).cast("B"))
+        if array.nbytes:
+            _write_all(fd, memoryview(array.reshape(-1)).cast("B"))
+        _write_all(fd, b"\0" * (_aligned(array.nbytes) - array.nbytes))
+
+
+def _aligned(size: int) -> int:
+    return -(-size // ALIGNMENT) * ALIGNMENT
 
 
 def receive(fd: int, deadline: float | None = None) -> tuple[dict, dict[str, np.ndarray]]:
@@ -57,7 +65,7 @@ def receive(fd: int, deadline: float | None = None) -> tuple[dict, dict[str, np.
                 raise ValueError(f"array {name!r} has non-numeric dtype {dtype}")
             count = int(np.prod(shape, dtype=np.int64))
             arrays[name] = np.frombuffer(payload, dtype, count, offset).reshape(shape)
-            offset += count * dtype.itemsize
+            offset += _aligned(count * dtype.itemsize)
         if offset != total:
             raise ValueError("sizes do not add up")
     except (ValueError, KeyError, TypeError) as exc:
