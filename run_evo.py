@@ -85,6 +85,10 @@ def main(argv: list[str] | None = None) -> int:
     except RuntimeError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        print(f"\ninterrupted; continue with: python run_evo.py --resume {run_dir}",
+              file=sys.stderr)
+        return 130
     print(f"{reason}; results in {run_dir} (leaderboard.csv, best/program.py, plot.png)")
     return 0
 

@@ -9,11 +9,12 @@ strings, parsing each value as YAML.
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 
@@ -163,10 +164,24 @@ class LLMSettings:
 
 @dataclass(frozen=True)
 class EvaluationSettings:
-    """How candidates are evaluated: parallel workers and a watchdog above the task's limits."""
+    """How candidates are evaluated: parallel workers and a watchdog above the task's limits.
+
+    backend `local` uses joblib worker processes on this machine; `dask` submits to a
+    dask.distributed cluster at `scheduler` (`tcp://host:8786`), or, with `local`, to a
+    LocalCluster of `n_jobs` single-threaded worker processes on 127.0.0.1.
+    """
 
     n_jobs: int = 2
     watchdog_s: float = 600.0
+    backend: Literal["local", "dask"] = "local"
+    scheduler: str = "local"
+
+    def __post_init__(self):
+        if self.n_jobs < 1 or self.watchdog_s <= 0:
+            raise ConfigError("evaluation.n_jobs >= 1 and evaluation.watchdog_s > 0")
+        if self.backend == "dask" and importlib.util.find_spec("distributed") is None:
+            raise ConfigError("evaluation.backend=dask needs dask.distributed: "
+                              "pip install -e \".[dask]\"")
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,7 @@ from evolve import patches, selection
 from evolve.bandit import make_model_selector
 from evolve.config import RunConfig
 from evolve.database import Database
-from evolve.evaluation import EvaluationPool
+from evolve.evaluation import make_pool
 from evolve.llm import LLMClient, ModelConfig, estimate_tokens, max_call_cost
 from evolve.offline import offline_mutation
 from evolve.population import Population
@@ -78,11 +78,12 @@ class Evolution:
     def run(self) -> str:
         """Run until all generations are done or a budget stops it; returns why it ended."""
         evaluator = self.config.task["evaluator"]
-        self.pool = EvaluationPool(self.config.evaluation.n_jobs, self.config.evaluation.watchdog_s)
+        self.pool = make_pool(self.config.evaluation, evaluator, self.config.task)
         self.llm_threads = ThreadPoolExecutor(max_workers=self.evo.max_in_flight)
         self.evaluator = evaluator
         self.started = time.monotonic()
         self.elapsed_before = float(self.db.get_meta("elapsed_s", 0.0))
+        completed = False
         try:
             self._seed()
             todo = [g for g in range(1, self.evo.generations + 1) if g not in self.completed]
@@ -91,9 +92,10 @@ class Evolution:
                 self.bar = bar
                 self._update_bar()
                 self._pipeline(todo)
-        finally:
+            completed = True
+        finally:  # on Ctrl-C or a crash, in-flight evaluations are killed, not awaited
             self.llm_threads.shutdown(wait=False, cancel_futures=True)
-            self.pool.shutdown()
+            self.pool.shutdown(kill=not completed)
             self._save_elapsed()
             self._report()
             self.db.close()
@@ -101,8 +103,40 @@ class Evolution:
 
     # ------------------------------------------------------------------ seeding
     def _seed(self) -> None:
-        if self.population.visible(None, 0, valid_only=False):
-            return
+        if not self.population.visible(None, 0, valid_only=False):
+            self._seed_initial()
+        self._add_references()
+
+    def _add_references(self) -> None:
+        """Evaluate the task's `references` once each; ranked, never parents (see Population)."""
+        todo = {}
+        for relative in self.config.task.get("references") or []:
+            ref_id = f"ref-{Path(relative).stem}"
+            source = self.project_root / relative
+            if ref_id in self.population.by_id:
+                continue  # evaluated before a restart
+            if ref_id in todo or not source.is_file():
+                log.warning("reference %s skipped: %s", source,
+                            "its name is taken" if ref_id in todo else "not found")
+                continue
+            code = source.read_text()
+            path = self.run_dir / "programs" / f"{ref_id}.py"
+            path.write_text(code)
+            todo[ref_id] = (code, self.pool.submit(self.evaluator, str(path), self.config.task,
+                                                   None))
+        for ref_id, (code, future) in todo.items():
+            result = future.result()
+            program = self._program_from_result(ref_id, code, 0, 0, result,
+                                                patch_type="reference")
+            self.db.add_program(program)
+            self.population.add(program)
+            if result["correct"]:
+                log.info("reference %s: score %.4f", ref_id, program.score)
+            else:
+                log.warning("reference %s fails its evaluation: %s", ref_id,
+                            str(result["error"])[:300])
+
+    def _seed_initial(self) -> None:
         code = (self.project_root / self.config.task["initial_program"]).read_text()
         path = self._write_program(0, code)
         result = self.pool.submit(self.evaluator, str(path), self.config.task, None).result()

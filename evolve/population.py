@@ -23,9 +23,15 @@ class Population:
             self.add(program)
 
     def add(self, program: Program) -> None:
-        """Record a finished program (or a migrant copy)."""
-        self.by_island.setdefault(program.island, []).append(program)
+        """Record a finished program (or a migrant copy).
+
+        References (patch_type "reference") are only known by id: never parents,
+        inspirations, migrants or duplicates of a child; the reports rank them.
+        """
         self.by_id[program.id] = program
+        if program.patch_type == "reference":
+            return
+        self.by_island.setdefault(program.island, []).append(program)
         if program.valid and program.patch_type != "migrant":
             self.hashes.setdefault(program.code_hash, []).append(program)
 

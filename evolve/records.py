@@ -20,7 +20,7 @@ class Program:
     island: int
     parent_id: str | None = None
     other_parent_id: str | None = None
-    patch_type: str = "initial"  # initial | diff | full | cross | offline | migrant
+    patch_type: str = "initial"  # initial | diff | full | cross | offline | migrant | reference
     model: str | None = None
     valid: bool = False
     score: float | None = None

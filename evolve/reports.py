@@ -212,6 +212,10 @@ def write_reports(
     ranked = sorted(
         (p for p in own if p.valid and p.score is not None), key=lambda p: (-p.score, p.generation)
     )
+    # Reference policies are ranked on the leaderboard and the Pareto front, beside evolved
+    # programs, but they are not the run's own: not its best, its history or its valid rate.
+    own = [p for p in own if p.patch_type != "reference"]
+    evolved = [p for p in ranked if p.patch_type != "reference"]
 
     _write_csv(run_dir / "leaderboard.csv", _leaderboard_rows(ranked, cost), LEADERBOARD_COLUMNS)
     generations = _generation_rows(own, cost)
@@ -225,7 +229,7 @@ def write_reports(
     front = pareto_front(candidates, "balancedness_gpu", "time_ms")
     _write_csv(run_dir / "pareto.csv", front, PARETO_COLUMNS)
 
-    best = ranked[0] if ranked else None
+    best = evolved[0] if evolved else None
     if best is not None:
         summary = {
             "id": best.id, "score": best.score, "generation": best.generation,
@@ -246,7 +250,7 @@ def write_reports(
                 "best_balancedness_gpu": best.metrics.get("balancedness_gpu") if best else None,
                 "best_time_ms": best.metrics.get("time_ms") if best else None,
                 "generations": len(db.completed_generations()),
-                "valid_rate": len(ranked) / len(own) if own else None,
+                "valid_rate": len(evolved) / len(own) if own else None,
                 "cost": db.total_cost(),
                 "updated_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             },

@@ -1,0 +1,142 @@
+"""Evaluate candidates on a dask.distributed cluster (`evaluation.backend: dask`).
+
+The same interface as `evolve.evaluation.EvaluationPool` (submit, overdue, restart,
+shutdown), and the same work on the worker: `evaluate_code` writes the candidate's text
+to a local temporary file and calls the task's evaluator, which runs the candidate in
+its own killable sandbox with the task's limits. So remote workers need the project
+installed, not the run folder.
+
+- The task's data is shipped once: if the evaluator's module has `prepare_task(task)`,
+  its result is registered as a worker plugin, which the scheduler hands to every
+  worker once, when it joins (restarted and late workers too); each evaluation gets it
+  as `prepared=`. (Data scattered with `client.scatter(broadcast=True)` would be lost
+  when the workers holding it die, and the evaluations needing it cancelled rather
+  than run again.) Without `prepare_task`, workers load the data themselves.
+- A worker that dies mid-evaluation (killed, out of memory, machine lost) is
+  dask's business: the scheduler runs the candidate again elsewhere, once
+  (`allowed_failures`); a second death fails it with KilledWorker, recorded here
+  as a failed evaluation that says so. Nothing waits on a lost worker.
+- Dask futures are mirrored into `concurrent.futures.Future`s, so the loop waits on
+  them together with its LLM calls and its watchdog works as with local workers.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from concurrent.futures import CancelledError, Future
+from pathlib import Path
+
+from distributed import Client, LocalCluster, WorkerPlugin, get_worker
+from distributed.scheduler import KilledWorker
+
+from evolve.evaluation import evaluate_code, prepared_data
+
+log = logging.getLogger("evolve")
+
+ALLOWED_FAILURES = 1  # worker deaths during one evaluation before it counts as failed
+RESTART_TIMEOUT_S = 120
+
+
+def _failure(error: str) -> dict:
+    return {"correct": False, "metrics": {}, "feedback": "", "error": error,
+            "wall_seconds": 0.0}
+
+
+class PreparedTask(WorkerPlugin):
+    """What the task's `prepare_task` returned, kept by every worker it is sent to."""
+
+    def __init__(self, payload):
+        self.payload = payload
+
+
+def evaluate_on_worker(entry: str, code: str, name: str, task: dict, results_dir: str | None,
+                       plugin: str | None) -> dict:
+    """On a dask worker: evaluate_code with the prepared data of plugin `plugin`, if any."""
+    prepared = get_worker().plugins[plugin].payload if plugin else None
+    return evaluate_code(entry, code, name, task, results_dir, prepared)
+
+
+class DaskEvaluationPool:
+    """Submit evaluations to a dask cluster; find and restart the ones past the watchdog."""
+
+    def __init__(self, settings, entry: str, task: dict):
+        self.watchdog_s = settings.watchdog_s
+        self.cluster = None
+        if settings.scheduler == "local":
+            self.cluster = LocalCluster(n_workers=settings.n_jobs, threads_per_worker=1,
+                                        processes=True, host="127.0.0.1",
+                                        dashboard_address="127.0.0.1:0", memory_limit=0)
+        self.client = Client(self.cluster if self.cluster is not None else settings.scheduler)
+        # the scheduler re-runs an evaluation whose worker died, ALLOWED_FAILURES times
+        self.client.run_on_scheduler(
+            lambda dask_scheduler, n=ALLOWED_FAILURES:
+            setattr(dask_scheduler, "allowed_failures", n))
+        self.plugin = None  # None: workers load the task's data themselves
+        payload = prepared_data(entry, task)
+        if payload is not None:
+            self.plugin = f"evolve-prepared-{uuid.uuid4().hex[:8]}"
+            self.client.register_plugin(PreparedTask(payload), name=self.plugin)
+        self._running: dict[Future, object] = {}  # mirror -> dask future (kept alive)
+        self._started: dict[Future, float] = {}
+
+    def submit(self, entry: str, program_path: str, task: dict, results_dir: str | None
+               ) -> Future:
+        """Ship the program's text; the future's result is evaluate_candidate's dict."""
+        path = Path(program_path)
+        mirror: Future = Future()
+        mirror.set_running_or_notify_cancel()
+        remote = self.client.submit(evaluate_on_worker, entry, path.read_text(), path.name,
+                                    task, results_dir, self.plugin, pure=False,
+                                    key=f"evaluate-{path.stem}-{uuid.uuid4().hex[:8]}")
+        self._running[mirror] = remote
+        self._started[mirror] = time.monotonic()
+        remote.add_done_callback(lambda done: self._settle(mirror, done))
+        return mirror
+
+    def _settle(self, mirror: Future, remote) -> None:
+        """Runs in dask's callback thread once the dask future is done."""
+        try:
+            result = remote.result()
+        except KilledWorker as exc:
+            result = _failure(
+                f"evaluation lost its dask worker {exc.allowed_failures + 1} times (the "
+                f"worker process died while evaluating it: killed, out of memory, or its "
+                f"machine went away); last worker {exc.last_worker.address}")
+        except CancelledError as exc:
+            result = _failure(f"evaluation cancelled by dask (workers restarted, or the "
+                              f"scheduler lost): {exc}")
+        except Exception as exc:  # scheduler or network trouble: a failure, never a hang
+            result = _failure(f"dask evaluation failed: {type(exc).__name__}: {exc}")
+        self._running.pop(mirror, None)
+        self._started.pop(mirror, None)
+        if not mirror.done():
+            mirror.set_result(result)
+
+    def overdue(self) -> list[Future]:
+        """Evaluations submitted longer ago than the watchdog."""
+        now = time.monotonic()
+        return [f for f, t in list(self._started.items()) if now - t > self.watchdog_s]
+
+    def restart(self) -> None:
+        """Cancel every evaluation and restart every worker (through their nannies)."""
+        running = list(self._running.values())
+        self._started.clear()
+        self.client.cancel(running)
+        try:
+            self.client.restart(timeout=RESTART_TIMEOUT_S)
+        except Exception as exc:  # workers without nannies, a slow machine: go on
+            log.warning("restarting the dask workers failed: %s", exc)
+
+    def shutdown(self, kill: bool = False) -> None:
+        """Close the client, and the local cluster if this pool started one (closing
+        cancels whatever is still running, so `kill` needs nothing more)."""
+        if self.plugin is not None:  # a shared scheduler should not keep our data
+            try:
+                self.client.unregister_worker_plugin(self.plugin)
+            except Exception as exc:
+                log.warning("removing the dask worker plugin failed: %s", exc)
+        self.client.close()
+        if self.cluster is not None:
+            self.cluster.close()
