@@ -4,7 +4,14 @@ Usage (by the evaluator only):
     python -I candidate_runner.py PROGRAM_PATH CHANNEL_MODULE_PATH TORCH_THREADS
 
 Imports the candidate, then answers "place" requests one window at a time, so
-the candidate never holds a later window than the one it is asked about. Only
+the candidate never holds a later window than the one it is asked about. The
+candidate may ask, by naming them as parameters of `rebalance_experts`, for
+`history` (int64 [H, L, E]: the windows this runner was sent before the current
+one in this scenario, oldest first, at most `history_windows` of them; [0, L, E]
+at first) and `previous` (int64 [L, R]: the deployed phy2log, sent by the
+evaluator, or None before the first placement is installed). The "ready"
+message says which it asks for; the evaluator then also sends the windows it
+only observes ("observe": appended to the history, nothing called). Only
 the `rebalance_experts` call is timed: warm-up calls first, then the median is
 taken by the evaluator over `repeats` timed calls, each on a fresh copy of the
 input. The evaluator checks that the time reported for the calls accounts for
@@ -14,9 +21,12 @@ caught. Project packages cannot be imported from here.
 
 import importlib.abc
 import importlib.util
+import inspect
 import os
 import sys
 import traceback
+
+import numpy as np
 
 BLOCKED_PACKAGES = {"eplb", "evolve", "evaluate", "run_evo"}
 
@@ -57,26 +67,45 @@ def _as_arrays(result, torch):
     return arrays
 
 
-def _place(request, weight, rebalance, torch, clock):
+def _keywords(rebalance):
+    """The optional inputs the candidate names as parameters: history and/or previous."""
+    try:
+        names = inspect.signature(rebalance).parameters
+    except (TypeError, ValueError):
+        return []
+    return [name for name in ("history", "previous") if name in names]
+
+
+def _place(request, weight, rebalance, torch, clock, **extras):
     """Warm-up calls, then timed calls; returns the first timed result, the timed
-    durations, and the time spent in all calls (for the evaluator's cross-check)."""
+    durations, and the time spent in all calls (for the evaluator's cross-check).
+    `extras` (numpy arrays or None) are passed as keyword arguments."""
     args = (request["num_replicas"], request["num_groups"], request["num_nodes"],
             request["num_gpus"])
     base = torch.from_numpy(weight)
+    extras = {k: None if v is None else torch.from_numpy(v) for k, v in extras.items()}
     times, first, in_calls = [], None, 0.0
     for _ in range(request.get("warmup", 0)):
         fresh = base.clone()
+        kwargs = {k: None if v is None else v.clone() for k, v in extras.items()}
         start = clock()
-        rebalance(fresh, *args)
+        rebalance(fresh, *args, **kwargs)
         in_calls += clock() - start
     for _ in range(max(1, request.get("repeats", 1))):
         fresh = base.clone()
+        kwargs = {k: None if v is None else v.clone() for k, v in extras.items()}
         start = clock()
-        result = rebalance(fresh, *args)
+        result = rebalance(fresh, *args, **kwargs)
         times.append(clock() - start)
         if first is None:
             first = result
     return _as_arrays(first, torch), times, in_calls + sum(times)
+
+
+def _remember(history, weight, request):
+    """Append a window to the history, keeping the newest `history_windows`."""
+    history.append(weight)
+    del history[:max(0, len(history) - request.get("history_windows", 0))]
 
 
 def main():
@@ -95,25 +124,42 @@ def main():
         rebalance = getattr(candidate, "rebalance_experts", None)
         if not callable(rebalance):
             raise AttributeError("the program defines no callable rebalance_experts")
+        keywords = _keywords(rebalance)
     except BaseException as exc:  # noqa: BLE001 - everything the candidate does is reported
         text, trace = _describe_error(exc)
         channel.send(outbox, {"error": f"loading the program failed: {text}", "trace": trace})
         return
-    channel.send(outbox, {"ready": True})
+    channel.send(outbox, {"ready": True, "keywords": keywords})
+    history = []  # windows sent so far in this scenario, oldest first
     while True:
         try:
             request, arrays = channel.receive(inbox)
         except EOFError:
             return
-        if request.get("op") != "place":
+        if request.get("op") not in ("place", "observe"):
             return
+        weight = arrays["weight"]
+        if request.get("reset"):
+            history.clear()
+        if request["op"] == "observe":
+            _remember(history, weight, request)
+            channel.send(outbox, {"observed": True})
+            continue
+        extras = {}
+        if "history" in keywords:
+            extras["history"] = (np.stack(history) if history
+                                 else np.zeros((0, *weight.shape), dtype=weight.dtype))
+        if "previous" in keywords:
+            extras["previous"] = arrays.get("previous")
         try:
-            result, times, in_calls = _place(request, arrays["weight"], rebalance, torch,
-                                             clock)
+            result, times, in_calls = _place(request, weight, rebalance, torch, clock,
+                                             **extras)
         except BaseException as exc:  # noqa: BLE001
             text, trace = _describe_error(exc)
             channel.send(outbox, {"error": f"rebalance_experts raised {text}", "trace": trace})
             return
+        if "history" in keywords:
+            _remember(history, weight, request)
         channel.send(outbox, {"times": times, "in_calls": in_calls}, result)
 
 

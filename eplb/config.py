@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
+from typing import Literal
 
 from eplb.placement import Scenario
 from eplb.synthetic import SyntheticSpec
@@ -16,11 +17,26 @@ DEFAULT_TASK = PROJECT_ROOT / "configs" / "task" / "eplb.yaml"
 
 @dataclass(frozen=True)
 class ScoreWeights:
-    """combined_score = weighted mean of balancedness_gpu and speed_score."""
+    """combined_score = weighted mean of balancedness_gpu, speed_score, migration_score and
+    locality_score with these weights (formulas in eplb/evaluator.py)."""
 
     balancedness: float = 1.0
     speed: float = 1.0
+    migration: float = 0.0
+    locality: float = 0.0
     speed_reference_s: float = 0.02
+
+
+@dataclass(frozen=True)
+class Rebalance:
+    """When the deployment asks the candidate for a new placement (see eplb/dynamic.py)."""
+
+    policy: Literal["every", "threshold", "similarity"] = "every"
+    every_windows: int = 1
+    threshold: float = 0.9
+    similarity: float = 0.95
+    warmup_windows: int = 0
+    expert_bytes: int = 0
 
 
 @dataclass(frozen=True)
@@ -45,6 +61,9 @@ class TaskConfig:
     max_windows: int | None = None
     synthetic: SyntheticSpec = field(default_factory=SyntheticSpec)
     scenarios: tuple[Scenario, ...] = (Scenario("default", 288, 8, 4, 32),)
+    rebalance: Rebalance = field(default_factory=Rebalance)
+    history_windows: int = 8
+    references: tuple[str, ...] = ()  # reference programs ranked beside evolved ones
     score: ScoreWeights = field(default_factory=ScoreWeights)
     timing: Timing = field(default_factory=Timing)
     limits: Limits = field(default_factory=Limits)
@@ -68,4 +87,16 @@ def task_config_from_dict(data: dict) -> TaskConfig:
     if not names or len(set(names)) != len(names):
         raise ConfigError(f"task.scenarios must list at least one scenario, each with its own "
                           f"name; got {names}")
+    minimums = {"rebalance.every_windows": (config.rebalance.every_windows, 1),
+                "rebalance.warmup_windows": (config.rebalance.warmup_windows, 0),
+                "rebalance.expert_bytes": (config.rebalance.expert_bytes, 0),
+                "history_windows": (config.history_windows, 0)}
+    minimums.update({f"score.{f.name}": (getattr(config.score, f.name), 0)
+                     for f in fields(ScoreWeights)})
+    for key, (value, minimum) in minimums.items():
+        if value < minimum:
+            raise ConfigError(f"task.{key} must be >= {minimum}; got {value}")
+    weights = config.score
+    if weights.balancedness + weights.speed + weights.migration + weights.locality <= 0:
+        raise ConfigError("task.score: the weights must not all be 0")
     return config

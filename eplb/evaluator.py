@@ -1,11 +1,37 @@
 """The evaluation protocol: run a candidate window by window, check, score, report.
 
-For each scenario and each window i (but the last), the candidate, in its
-sandbox, computes a placement from window i alone; the placement is checked
-and scored on window i+1 (predictive), and also on window i (what a perfect
-forecast would give) and against a no-replication layout. Only the candidate's
-`rebalance_experts` call is timed, inside the sandbox; checking and scoring
-happen here, untimed, while the candidate waits for its next window.
+For each scenario, at each window boundary i (but the last) the deployed placement
+is scored on window i+1 (predictive), also on window i (for a placement just
+computed from window i: what a perfect forecast would give) and against a
+no-replication layout. Whether the candidate, in its
+sandbox, is asked for a new placement from window i first is up to the trigger
+policy of `rebalance:` (eplb/dynamic.py), which sees only windows <= i; the
+default (every window, no warm-up) asks at every boundary, so the placement from
+window i is scored on window i+1. Warm-up windows (before the first placement)
+are observed but not scored: no candidate placement is deployed yet. Only the
+candidate's `rebalance_experts` call is timed, inside the sandbox; checking and
+scoring happen here, untimed, while the candidate waits for its next window.
+
+Per scenario, means over scored windows unless said otherwise:
+  balancedness_gpu/slot/node   mean unit load / max unit load (summed over layers)
+  locality_nodes_per_group     per layer, the mean over groups of the distinct nodes
+                               hosting replicas of the group's experts (1.0 = packed)
+  locality_nodes_per_group_weighted  the same with each (layer, group) weighted by its
+                               tokens in the scored window
+  rebalances, layers_updated   candidate calls (each installs something) and layer
+                               re-placements over the trace
+  migration_slots              slots whose expert changed, over the trace (total), and
+                               migration_slots_per_rebalance (the first install: 0)
+  migration                    mean slots changed per rebalance that replaced a placement
+  migration_fraction           migration / (layers * num_replicas)
+  migration_bytes              migration_slots * rebalance.expert_bytes
+  time_ms                      median call time over the windows the candidate was called
+Overall values are means over scenarios, and
+  speed_score      = min(1, speed_reference_s / mean call time)
+  migration_score  = 1 - migration_fraction (1.0 when nothing moves)
+  locality_score   = 1 / locality_nodes_per_group
+  combined_score   = (w_b * balancedness_gpu + w_s * speed_score + w_m * migration_score
+                      + w_l * locality_score) / (w_b + w_s + w_m + w_l), weights `score:`.
 """
 
 from __future__ import annotations
@@ -20,7 +46,7 @@ from pathlib import Path
 
 import numpy as np
 
-from eplb import placement, synthetic
+from eplb import dynamic, placement, synthetic
 from eplb.config import TaskConfig, load_task_config, task_config_from_dict
 from eplb.placement import Scenario
 from eplb.workload import load_trace, make_windows
@@ -60,46 +86,91 @@ def load_windows(task: TaskConfig, workload: str | None = None) -> tuple[str, np
     return _WINDOW_CACHE[key]
 
 
-def _run_scenario(box: Sandbox, windows: np.ndarray, scenario: Scenario,
-                  task: TaskConfig) -> list[dict]:
-    """Ask the candidate for one placement per window; check and score each."""
+def _run_scenario(box: Sandbox, windows: np.ndarray, scenario: Scenario, task: TaskConfig,
+                  keywords: list[str]) -> list[dict]:
+    """Walk the window boundaries: trigger, ask the candidate, check, install, score."""
     layers, experts = windows.shape[1:]
     request = {"op": "place", "num_replicas": scenario.num_replicas,
                "num_groups": scenario.num_groups, "num_nodes": scenario.num_nodes,
-               "num_gpus": scenario.num_gpus, "repeats": task.timing.repeats}
-    records, previous = [], None
+               "num_gpus": scenario.num_gpus, "repeats": task.timing.repeats,
+               "history_windows": task.history_windows, "reset": True}
+    observe = {"op": "observe", "history_windows": task.history_windows, "reset": True}
     loads = windows.astype(np.float64)
     plain = placement.no_replication_gpu(loads[1:], scenario)  # the candidate plays no part
+    group_tokens = loads.reshape(len(loads), layers, scenario.num_groups, -1).sum(axis=3)
+    trigger = dynamic.Trigger(task.rebalance, layers)
+    records: list[dict] = []
+    deployed = counts = nodes = None
     for i in range(len(windows) - 1):
-        request["warmup"] = task.timing.warmup if i == 0 else 0
-        sent = time.perf_counter()
-        reply, arrays = box.exchange(request, {"weight": windows[i]})
-        round_trip = time.perf_counter() - sent
-        if "error" in reply:
-            raise CandidateError(f"scenario {scenario.name}, window {i}: {reply['error']}\n"
-                                 f"{reply.get('trace', '')}".strip())
-        _check_timing(reply, round_trip, scenario, i)
-        violations = placement.validate(arrays.get("phy2log"), arrays.get("log2phy"),
-                                        arrays.get("logcnt"), layers, experts, scenario)
-        if violations:
-            listed = "\n  ".join(str(v) for v in violations)
-            raise CandidateError(
-                f"invalid placement (scenario {scenario.name}, window {i}):\n  {listed}")
-        phy2log = arrays["phy2log"].astype(np.int64)
-        counts = arrays["logcnt"].astype(np.int64)  # validated: equal to phy2log's counts
-        ahead, same = placement.measure_windows(loads[[i + 1, i]], phy2log, counts,
-                                                  scenario)
+        due = trigger.due(i, loads[i], records[-1]["balancedness_gpu"] if records else None)
+        called, moved, call_ms = bool(due.any()), 0, None
+        if called:
+            request["warmup"] = task.timing.warmup if deployed is None else 0
+            arrays = {"weight": windows[i]}
+            if "previous" in keywords and deployed is not None:
+                arrays["previous"] = deployed
+            phy2log, logcnt, call_ms = _ask(box, request, arrays, layers, experts, scenario, i)
+            request["reset"] = observe["reset"] = False  # only a scenario's first message
+            if deployed is not None and not due.all():
+                phy2log = np.where(due[:, None], phy2log, deployed)
+                logcnt = np.where(due[:, None], logcnt, counts)
+            moved = placement.migration(deployed, phy2log)
+            deployed, counts = phy2log, logcnt
+            nodes = placement.nodes_per_group(deployed, experts, scenario)
+            trigger.installed(loads[i], due)
+        elif "history" in keywords and task.history_windows:
+            _observe(box, observe, windows[i], scenario, i)
+            request["reset"] = observe["reset"] = False
+        if deployed is None:
+            continue  # warm-up: nothing deployed, nothing to score
+        ahead, same = placement.measure_windows(loads[[i + 1, i]], deployed, counts, scenario)
+        tokens = group_tokens[i + 1]
+        total = tokens.sum()
         records.append({
             "window": i,
             "balancedness_gpu": ahead.gpu, "balancedness_slot": ahead.slot,
             "balancedness_node": ahead.node,
             "same_window_balancedness_gpu": same.gpu,
             "no_replication_balancedness_gpu": float(plain[i]),
-            "migration": placement.migration(previous, phy2log),
-            "time_ms": 1000 * statistics.median(reply["times"]),
+            "locality_nodes_per_group": float(nodes.mean()),
+            "locality_nodes_per_group_weighted":
+                float((nodes * tokens).sum() / total) if total > 0 else float(nodes.mean()),
+            "rebalanced": called,
+            "layers_updated": int(due.sum()),
+            "migration": moved,
+            "time_ms": call_ms,
         })
-        previous = phy2log
     return records
+
+
+def _ask(box: Sandbox, request: dict, arrays: dict, layers: int, experts: int,
+         scenario: Scenario, window: int) -> tuple[np.ndarray, np.ndarray, float]:
+    """One placement from the candidate, checked: (phy2log, logcnt, median call ms)."""
+    sent = time.perf_counter()
+    reply, arrays = box.exchange(request, arrays)
+    round_trip = time.perf_counter() - sent
+    if "error" in reply:
+        raise CandidateError(f"scenario {scenario.name}, window {window}: {reply['error']}\n"
+                             f"{reply.get('trace', '')}".strip())
+    _check_timing(reply, round_trip, scenario, window)
+    violations = placement.validate(arrays.get("phy2log"), arrays.get("log2phy"),
+                                    arrays.get("logcnt"), layers, experts, scenario)
+    if violations:
+        listed = "\n  ".join(str(v) for v in violations)
+        raise CandidateError(
+            f"invalid placement (scenario {scenario.name}, window {window}):\n  {listed}")
+    # logcnt is validated: equal to phy2log's replica counts
+    return (arrays["phy2log"].astype(np.int64), arrays["logcnt"].astype(np.int64),
+            1000 * statistics.median(reply["times"]))
+
+
+def _observe(box: Sandbox, request: dict, window: np.ndarray, scenario: Scenario,
+             index: int) -> None:
+    """Send a window the candidate only observes (for its history); nothing is called."""
+    reply, _ = box.exchange(request, {"weight": window})
+    if "error" in reply or not reply.get("observed"):
+        raise CandidateError(f"scenario {scenario.name}, window {index}: the observe request "
+                             f"failed: {reply.get('error', reply)}")
 
 
 def _check_timing(reply: dict, round_trip: float, scenario: Scenario, window: int) -> None:
@@ -117,32 +188,49 @@ def _check_timing(reply: dict, round_trip: float, scenario: Scenario, window: in
             "trip (has the candidate tampered with the clock?)")
 
 
-def _summarise(records: list[dict], scenario: Scenario, replicas_layers: int) -> dict:
-    mean = {k: float(np.mean([r[k] for r in records])) for k in records[0] if k != "window"}
-    moves = [r["migration"] for r in records[1:]]
-    mean["migration"] = float(np.mean(moves)) if moves else 0.0
-    mean["migration_fraction"] = mean["migration"] / replicas_layers
-    mean["time_ms"] = float(np.median([r["time_ms"] for r in records]))
-    mean["scenario"] = asdict(scenario)
-    mean["per_window"] = records
-    return mean
+MEANS = ("balancedness_gpu", "balancedness_slot", "balancedness_node",
+         "same_window_balancedness_gpu", "no_replication_balancedness_gpu",
+         "locality_nodes_per_group", "locality_nodes_per_group_weighted")
+
+
+def _summarise(records: list[dict], scenario: Scenario, layers: int, task: TaskConfig) -> dict:
+    summary = {k: float(np.mean([r[k] for r in records])) for k in MEANS}
+    called = [r for r in records if r["rebalanced"]]
+    moves = [r["migration"] for r in called]
+    summary["rebalances"] = len(called)
+    summary["layers_updated"] = sum(r["layers_updated"] for r in called)
+    summary["migration_slots"] = sum(moves)
+    summary["migration_slots_per_rebalance"] = moves
+    summary["migration_bytes"] = sum(moves) * task.rebalance.expert_bytes
+    # the first installation replaces no candidate placement: not a migration
+    summary["migration"] = float(np.mean(moves[1:])) if len(moves) > 1 else 0.0
+    summary["migration_fraction"] = summary["migration"] / (layers * scenario.num_replicas)
+    summary["time_ms"] = float(np.median([r["time_ms"] for r in called]))
+    summary["scenario"] = asdict(scenario)
+    summary["per_window"] = records
+    return summary
 
 
 def score(per_scenario: dict[str, dict], task: TaskConfig) -> dict:
-    """Overall metrics from per-scenario summaries (means over scenarios)."""
-    keys = ("balancedness_gpu", "balancedness_slot", "balancedness_node",
-            "same_window_balancedness_gpu", "no_replication_balancedness_gpu",
-            "migration", "migration_fraction")
+    """Overall metrics from per-scenario summaries (means over scenarios); see the module
+    docstring for the formulas."""
+    keys = (*MEANS, "migration", "migration_fraction", "rebalances", "layers_updated",
+            "migration_slots", "migration_bytes")
     metrics = {k: float(np.mean([s[k] for s in per_scenario.values()])) for k in keys}
-    call_ms = [r["time_ms"] for s in per_scenario.values() for r in s["per_window"]]
+    call_ms = [r["time_ms"] for s in per_scenario.values() for r in s["per_window"]
+               if r["time_ms"] is not None]
     mean_s = float(np.mean(call_ms)) / 1000
     metrics["time_ms"] = float(np.median(call_ms))
     metrics["time_ms_mean"] = mean_s * 1000
     weights = task.score
     metrics["speed_score"] = min(1.0, weights.speed_reference_s / mean_s) if mean_s > 0 else 1.0
-    total = weights.balancedness + weights.speed
+    metrics["migration_score"] = 1.0 - metrics["migration_fraction"]
+    metrics["locality_score"] = 1.0 / metrics["locality_nodes_per_group"]
+    total = weights.balancedness + weights.speed + weights.migration + weights.locality
     metrics["combined_score"] = (weights.balancedness * metrics["balancedness_gpu"]
-                                 + weights.speed * metrics["speed_score"]) / total
+                                 + weights.speed * metrics["speed_score"]
+                                 + weights.migration * metrics["migration_score"]
+                                 + weights.locality * metrics["locality_score"]) / total
     metrics["forecast_loss_gpu"] = (metrics["same_window_balancedness_gpu"]
                                     - metrics["balancedness_gpu"])
     return metrics
@@ -158,23 +246,33 @@ def feedback_text(metrics: dict) -> str:
             f"{s['same_window_balancedness_gpu']:.4f}, no replication "
             f"{s['no_replication_balancedness_gpu']:.4f}), worst window {worst['window']} "
             f"{worst['balancedness_gpu']:.4f}, {s['time_ms']:.2f} ms/call, "
-            f"{s['migration']:.0f} slots moved per rebalance")
+            f"{s['rebalances']} rebalances, {s['migration']:.0f} slots moved per rebalance, "
+            f"a group's experts on {s['locality_nodes_per_group']:.2f} nodes")
     return "\n".join(lines)
 
 
 def evaluate_program(program_path: str | os.PathLike, task: TaskConfig | None = None,
                      workload: str | None = None,
-                     results_dir: str | os.PathLike | None = None) -> dict:
+                     results_dir: str | os.PathLike | None = None,
+                     prepared: dict | None = None) -> dict:
     """Evaluate one candidate program; never raises for anything the candidate does.
 
     Returns {"correct": bool, "error": str | None, "metrics": dict, "feedback": str}
-    and, with results_dir, writes metrics.json and correct.json there. Problems with
-    the task itself (missing trace, bad scenario) raise WorkloadError / ValueError.
+    and, with results_dir, writes metrics.json and correct.json there. `prepared` is
+    `prepare_task`'s result, when the windows were loaded elsewhere (read only here).
+    Problems with the task itself (missing trace, bad scenario) raise WorkloadError /
+    ValueError.
     """
     task = task or load_task_config()
     started = time.perf_counter()
-    workload_name, windows = load_windows(task, workload)
+    if prepared is not None:
+        workload_name, windows = prepared["workload"], prepared["windows"]
+    else:
+        workload_name, windows = load_windows(task, workload)
     problems = [p for s in task.scenarios for p in s.problems(windows.shape[2])]
+    if task.rebalance.warmup_windows > len(windows) - 2:
+        problems.append(f"rebalance.warmup_windows {task.rebalance.warmup_windows} leaves no "
+                        f"window to score ({len(windows)} windows)")
     if problems:
         raise ValueError("; ".join(problems))
     program_path = Path(program_path).resolve()
@@ -188,7 +286,8 @@ def evaluate_program(program_path: str | os.PathLike, task: TaskConfig | None = 
         metrics = score(per_scenario, task)
         metrics["scenarios"] = per_scenario
         metrics["workload"] = workload_name
-        metrics["windows_scored"] = int(len(windows) - 1)
+        metrics["windows_scored"] = int(len(windows) - 1 - task.rebalance.warmup_windows)
+        metrics["rebalance"] = asdict(task.rebalance)
         result.update(correct=True, metrics=metrics, feedback=feedback_text(metrics))
     result["metrics"]["eval_seconds"] = time.perf_counter() - started
     if results_dir is not None:
@@ -203,8 +302,9 @@ def _evaluate_in_sandbox(program_path: Path, windows: np.ndarray, task: TaskConf
         hello, _ = box.receive()
         if "error" in hello:
             raise CandidateError(f"{hello['error']}\n{hello.get('trace', '')}".strip())
-        return {s.name: _summarise(_run_scenario(box, windows, s, task), s,
-                                   layers * s.num_replicas)
+        keywords = hello.get("keywords", [])
+        return {s.name: _summarise(_run_scenario(box, windows, s, task, keywords), s, layers,
+                                   task)
                 for s in task.scenarios}
 
 
@@ -231,6 +331,14 @@ def check_task(task: dict) -> TaskConfig:
     return task_config_from_dict(task)
 
 
-def evaluate_task(program_path: str, task: dict, results_dir: str | None = None) -> dict:
+def prepare_task(task: dict) -> dict:
+    """Once per run, in the engine: the windows every evaluation needs, so that a
+    distributed backend ships them to each worker once instead of once per candidate."""
+    name, windows = load_windows(check_task(task))
+    return {"workload": name, "windows": windows}
+
+
+def evaluate_task(program_path: str, task: dict, results_dir: str | None = None,
+                  prepared: dict | None = None) -> dict:
     """The engine's entry point: evaluate_program with the task given as a mapping."""
-    return evaluate_program(program_path, check_task(task), None, results_dir)
+    return evaluate_program(program_path, check_task(task), None, results_dir, prepared)

@@ -233,3 +233,15 @@ def no_replication_gpu(loads: np.ndarray, scenario: Scenario) -> np.ndarray:
 def migration(previous: np.ndarray | None, current: np.ndarray) -> int:
     """Slots whose expert changed between two placements (0 for the first one)."""
     return 0 if previous is None else int((previous != current).sum())
+
+
+def nodes_per_group(phy2log: np.ndarray, experts: int, scenario: Scenario) -> np.ndarray:
+    """Distinct nodes hosting a replica of each group's experts, [L, groups] (locality)."""
+    layers, replicas = phy2log.shape
+    groups, nodes = scenario.num_groups, scenario.num_nodes
+    node = np.arange(replicas) // (replicas // nodes)
+    cell = ((np.arange(layers)[:, None] * groups + phy2log // (experts // groups)) * nodes
+            + node)
+    present = np.zeros(layers * groups * nodes, dtype=bool)
+    present[cell.ravel()] = True
+    return present.reshape(layers, groups, nodes).sum(axis=2)
