@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import signal
 import sys
 import time
 from pathlib import Path
@@ -49,6 +50,10 @@ def load_run_config(args: argparse.Namespace) -> tuple[dict, Path]:
     return data, run_dir
 
 
+def _stop_on_sigterm(signum, frame) -> None:
+    raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--variant", default="eplb_example",
@@ -78,6 +83,7 @@ def main(argv: list[str] | None = None) -> int:
         print(OFFLINE_NOTICE, file=sys.stderr)
         logging.warning("offline mode: no LLM endpoint configured")
     print(f"run folder: {run_dir}", file=sys.stderr)
+    signal.signal(signal.SIGTERM, _stop_on_sigterm)  # `kill` stops as cleanly as Ctrl-C
     evolution = Evolution(config, run_dir, PROJECT_ROOT, models,
                           results_root=Path(config.results_root))
     try:
