@@ -24,7 +24,7 @@ from evolve.records import Program
 
 ROOT = Path(__file__).resolve().parents[1]
 RAISES = Path(__file__).resolve().parent / "candidates" / "raises.py"
-POLICIES = ("deepseek_hierarchical", "deepseek_global", "no_replication", "ema_hierarchical")
+POLICIES = ("deepseek_global", "no_replication", "ema_hierarchical")  # the baseline: initial.py
 # (layers, experts, replicas, groups, nodes, gpus): hierarchical, global forced (4 % 3),
 # no redundant slot, more than one extra replica per expert, a larger one
 SHAPES = [(3, 16, 24, 4, 2, 4), (2, 16, 24, 4, 3, 6), (2, 8, 8, 2, 2, 4),
@@ -62,14 +62,10 @@ def test_policy_gives_a_valid_placement(name, shape):
 
 
 @pytest.mark.parametrize("shape", SHAPES)
-def test_hierarchical_and_global_match_the_baseline(shape):
+def test_global_matches_the_baseline_with_one_group_and_node(shape):
     layers, experts, replicas, groups, nodes, gpus = shape
     weight = weights(layers, experts, seed=1)
     baseline = arrays(initial.rebalance_experts(weight, replicas, groups, nodes, gpus))
-    same = arrays(load("deepseek_hierarchical").rebalance_experts(weight, replicas, groups,
-                                                                  nodes, gpus))
-    for mine, theirs in zip(same, baseline, strict=True):
-        np.testing.assert_array_equal(mine, theirs)
     flat = arrays(initial.rebalance_experts(weight, replicas, 1, 1, gpus))
     global_ = arrays(load("deepseek_global").rebalance_experts(weight, replicas, groups, nodes,
                                                                gpus))
