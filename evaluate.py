@@ -30,6 +30,7 @@ from eplb.evaluator import CandidateError, evaluate_program, load_windows
 from eplb.placement import Scenario
 from eplb.report import summary_text
 from eplb.workload import WorkloadError
+from evolve.atomic import write_json
 from evolve.config import ConfigError
 from evolve.sandbox import SandboxError
 
@@ -94,7 +95,7 @@ def score_map(args: argparse.Namespace, task: TaskConfig) -> int:
                    windows_scored=len(windows),
                    scenario=asdict(expert_map.map_scenario(scenario, phy2log)))
     if args.results_dir:
-        expert_map.write_json(Path(args.results_dir) / "metrics.json", metrics)
+        write_json(Path(args.results_dir) / "metrics.json", metrics)
     print(json.dumps(metrics, indent=2) if args.json else map_summary(metrics))
     return 0
 
@@ -124,7 +125,7 @@ def compare(args: argparse.Namespace, task: TaskConfig) -> int:
                         if k in result["metrics"]})
         rows.append(row)
     if args.results_dir:
-        expert_map.write_json(Path(args.results_dir) / "compare.json", rows)
+        write_json(Path(args.results_dir) / "compare.json", rows)
     print(json.dumps(rows, indent=2) if args.json else compare_table(rows))
     return 0
 

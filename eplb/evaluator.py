@@ -36,11 +36,11 @@ Overall values are means over scenarios, and
 
 from __future__ import annotations
 
-import json
+import contextlib
 import os
 import statistics
-import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import asdict
 from pathlib import Path
 
@@ -51,6 +51,7 @@ from eplb.config import TaskConfig, load_task_config, task_config_from_dict
 from eplb.placement import Scenario
 from eplb.workload import load_trace, make_windows
 from evolve import channel
+from evolve.atomic import write_json
 from evolve.sandbox import Sandbox, SandboxError
 
 RUNNER = Path(__file__).with_name("candidate_runner.py")
@@ -109,7 +110,8 @@ def _run_scenario(box: Sandbox, windows: np.ndarray, scenario: Scenario, task: T
             arrays = {"weight": windows[i]}
             if "previous" in keywords and deployed is not None:
                 arrays["previous"] = deployed
-            phy2log, logcnt, call_ms = _ask(box, request, arrays, layers, experts, scenario, i)
+            phy2log, logcnt, call_ms = ask_placement(box, request, arrays, layers, experts,
+                                                     scenario, i)
             request["reset"] = observe["reset"] = False  # only a scenario's first message
             if deployed is not None and not due.all():
                 phy2log = np.where(due[:, None], phy2log, deployed)
@@ -119,7 +121,7 @@ def _run_scenario(box: Sandbox, windows: np.ndarray, scenario: Scenario, task: T
             nodes = placement.nodes_per_group(deployed, experts, scenario)
             trigger.installed(loads[i], due)
         elif "history" in keywords and task.history_windows:
-            _observe(box, observe, windows[i], scenario, i)
+            observe_window(box, observe, windows[i], scenario, i)
             request["reset"] = observe["reset"] = False
         if deployed is None:
             continue  # warm-up: nothing deployed, nothing to score
@@ -143,7 +145,7 @@ def _run_scenario(box: Sandbox, windows: np.ndarray, scenario: Scenario, task: T
     return records
 
 
-def _ask(box: Sandbox, request: dict, arrays: dict, layers: int, experts: int,
+def ask_placement(box: Sandbox, request: dict, arrays: dict, layers: int, experts: int,
          scenario: Scenario, window: int) -> tuple[np.ndarray, np.ndarray, float]:
     """One placement from the candidate, checked: (phy2log, logcnt, median call ms)."""
     sent = time.perf_counter()
@@ -164,7 +166,7 @@ def _ask(box: Sandbox, request: dict, arrays: dict, layers: int, experts: int,
             1000 * statistics.median(reply["times"]))
 
 
-def _observe(box: Sandbox, request: dict, window: np.ndarray, scenario: Scenario,
+def observe_window(box: Sandbox, request: dict, window: np.ndarray, scenario: Scenario,
              index: int) -> None:
     """Send a window the candidate only observes (for its history); nothing is called."""
     reply, _ = box.exchange(request, {"weight": window})
@@ -295,14 +297,22 @@ def evaluate_program(program_path: str | os.PathLike, task: TaskConfig | None = 
     return result
 
 
-def _evaluate_in_sandbox(program_path: Path, windows: np.ndarray, task: TaskConfig) -> dict:
-    args = [str(program_path), channel.__file__, str(task.timing.torch_threads)]
-    layers = windows.shape[1]
+@contextlib.contextmanager
+def candidate_session(program_path: str | os.PathLike,
+                      task: TaskConfig) -> Iterator[tuple[Sandbox, list[str]]]:
+    """The candidate loaded in its sandbox, and the optional arguments it asks for."""
+    args = [str(Path(program_path).resolve()), channel.__file__,
+            str(task.timing.torch_threads)]
     with Sandbox(RUNNER, args, task.limits, threads=task.timing.torch_threads) as box:
         hello, _ = box.receive()
         if "error" in hello:
             raise CandidateError(f"{hello['error']}\n{hello.get('trace', '')}".strip())
-        keywords = hello.get("keywords", [])
+        yield box, hello.get("keywords", [])
+
+
+def _evaluate_in_sandbox(program_path: Path, windows: np.ndarray, task: TaskConfig) -> dict:
+    layers = windows.shape[1]
+    with candidate_session(program_path, task) as (box, keywords):
         return {s.name: _summarise(_run_scenario(box, windows, s, task, keywords), s, layers,
                                    task)
                 for s in task.scenarios}
@@ -314,16 +324,9 @@ def write_results(results_dir: Path, result: dict) -> None:
     metrics = dict(result["metrics"])
     if not result["correct"]:
         metrics.update(combined_score=None, error=result["error"])
-    _write_json(results_dir / "metrics.json", metrics)
-    _write_json(results_dir / "correct.json",
+    write_json(results_dir / "metrics.json", metrics)
+    write_json(results_dir / "correct.json",
                 {"correct": result["correct"], "error": result["error"]})
-
-
-def _write_json(path: Path, data: dict) -> None:
-    with tempfile.NamedTemporaryFile("w", dir=path.parent, suffix=".tmp", delete=False) as f:
-        json.dump(data, f, indent=2)
-    os.replace(f.name, path)
-
 
 
 def check_task(task: dict) -> TaskConfig:

@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import tempfile
 from dataclasses import replace
 from pathlib import Path
 
@@ -23,10 +22,9 @@ import numpy as np
 
 from eplb import placement
 from eplb.config import TaskConfig
-from eplb.evaluator import RUNNER, CandidateError
+from eplb.evaluator import ask_placement, candidate_session, observe_window
 from eplb.placement import Scenario
-from evolve import channel
-from evolve.sandbox import Sandbox
+from evolve.atomic import write_json
 
 MAX_REPORTED = 20  # problems listed in one MapError
 
@@ -199,14 +197,6 @@ def save_map(path: str | os.PathLike, data: dict) -> None:
     write_json(Path(path), text)
 
 
-def write_json(path: Path, data) -> None:
-    """Write JSON (or already formatted JSON text) atomically: temp file, then rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile("w", dir=path.parent, suffix=".tmp", delete=False) as f:
-        f.write(data if isinstance(data, str) else json.dumps(data, indent=2))
-    os.replace(f.name, path)
-
-
 def map_scenario(scenario: Scenario, phy2log: np.ndarray) -> Scenario:
     """The scenario with the map's own number of slots."""
     return replace(scenario, num_replicas=int(phy2log.shape[1]))
@@ -239,31 +229,17 @@ def candidate_placement(program_path: str | os.PathLike, task: TaskConfig, windo
     the task's history_windows), as in the evaluation. Raises CandidateError (or
     SandboxError) if the candidate fails or its placement is invalid.
     """
-    args = [str(Path(program_path).resolve()), channel.__file__, str(task.timing.torch_threads)]
-    keep = getattr(task, "history_windows", 0)
+    keep = task.history_windows
     request = {"op": "place", "num_replicas": scenario.num_replicas,
                "num_groups": scenario.num_groups, "num_nodes": scenario.num_nodes,
                "num_gpus": scenario.num_gpus, "repeats": 1, "warmup": 0,
                "history_windows": keep}
-    with Sandbox(RUNNER, args, task.limits, threads=task.timing.torch_threads) as box:
-        hello, _ = box.receive()
-        if "error" in hello:
-            raise CandidateError(f"{hello['error']}\n{hello.get('trace', '')}".strip())
-        if "history" in hello.get("keywords", ()) and keep:
-            for past in windows[max(0, window - keep):window]:
-                seen, _ = box.exchange({"op": "observe", "history_windows": keep},
-                                       {"weight": np.ascontiguousarray(past)})
-                if not seen.get("observed"):
-                    raise CandidateError(f"the observe request failed: {seen}")
-        reply, arrays = box.exchange(request, {"weight": np.ascontiguousarray(windows[window])})
-    if "error" in reply:
-        raise CandidateError(f"scenario {scenario.name}, window {window}: {reply['error']}\n"
-                             f"{reply.get('trace', '')}".strip())
     layers, experts = windows.shape[1:]
-    violations = placement.validate(arrays.get("phy2log"), arrays.get("log2phy"),
-                                    arrays.get("logcnt"), layers, experts, scenario)
-    if violations:
-        listed = "\n  ".join(str(v) for v in violations)
-        raise CandidateError(f"invalid placement (scenario {scenario.name}, window {window}):"
-                             f"\n  {listed}")
-    return arrays["phy2log"].astype(np.int64)
+    with candidate_session(program_path, task) as (box, keywords):
+        if "history" in keywords and keep:
+            observe = {"op": "observe", "history_windows": keep}
+            for past in range(max(0, window - keep), window):
+                observe_window(box, observe, windows[past], scenario, past)
+        phy2log, _, _ = ask_placement(box, request, {"weight": windows[window]}, layers,
+                                      experts, scenario, window)
+    return phy2log

@@ -7,19 +7,15 @@ torn one. The cross-run leaderboard is updated under an exclusive `flock`.
 
 from __future__ import annotations
 
-import contextlib
 import fcntl
 import json
 import math
-import os
-import tempfile
 import time
-from collections.abc import Callable
 from pathlib import Path
-from typing import IO
 
 import pandas as pd
 
+from evolve.atomic import atomic_write
 from evolve.database import Database
 from evolve.records import Program
 
@@ -40,22 +36,6 @@ RESULTS_COLUMNS = [
     "run", "best_score", "best_balancedness_gpu", "best_time_ms", "generations",
     "valid_rate", "cost", "updated_at",
 ]  # fmt: skip
-
-
-def atomic_write(path: Path, write: Callable[[IO], None], binary: bool = False) -> None:
-    """Call write(handle) on a temp file next to `path`, then move it over `path`."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with open(fd, "wb" if binary else "w", **({} if binary else {"newline": ""})) as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
 
 
 def _write_csv(path: Path, rows: list[dict], columns: list[str]) -> None:
