@@ -1,37 +1,16 @@
 """`python evaluate.py` as a subprocess: exit 0 valid, 1 failing candidate, 2 usage error."""
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-import yaml
+from cli_helpers import cli, write_task
 
 ROOT = Path(__file__).resolve().parents[1]
 CANDIDATES = Path(__file__).resolve().parent / "candidates"
-SMALL_TASK = {
-    "name": "eplb-small",
-    "workload": "synthetic",
-    "rebalance_interval": 100,
-    "synthetic": {"steps": 300, "layers": 3, "experts": 16, "seed": 1},
-    "scenarios": [{"name": "tiny", "num_replicas": 24, "num_groups": 4, "num_nodes": 2,
-                   "num_gpus": 4}],
-    "timing": {"warmup": 0, "repeats": 1},
-    "limits": {"timeout_s": 30, "memory_mb": 2048},
-}
-
-
 @pytest.fixture
 def task_file(tmp_path):
-    path = tmp_path / "task.yaml"
-    path.write_text(yaml.safe_dump(SMALL_TASK))
-    return path
-
-
-def cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "evaluate.py", *map(str, args)], cwd=ROOT,
-                          capture_output=True, text=True, timeout=120)
+    return write_task(tmp_path)
 
 
 def test_valid_candidate_exits_0_and_prints_metrics(task_file, tmp_path):

@@ -3,14 +3,12 @@
 import copy
 import json
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-import yaml
+from cli_helpers import cli, write_task
 
 import initial
 from eplb import placement
@@ -60,14 +58,7 @@ def good_map() -> dict:
 
 @pytest.fixture
 def task_file(tmp_path):
-    path = tmp_path / "task.yaml"
-    path.write_text(yaml.safe_dump(TASK))
-    return path
-
-
-def cli(*args) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "evaluate.py", *map(str, args)], cwd=ROOT,
-                          capture_output=True, text=True, timeout=120)
+    return write_task(tmp_path, TASK)
 
 
 # ---------------------------------------------------------------- round trip

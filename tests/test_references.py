@@ -4,20 +4,17 @@ and reference rows in an evolution run's leaderboard (ranked, never parents)."""
 import ast
 import importlib.util
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 import torch
-import yaml
+from cli_helpers import cli, write_task
 from evo_helpers import NO_SPEED, programs, run_in_process
 
 import initial
 from eplb import placement
-from eplb.evaluator import evaluate_task
 from eplb.placement import Scenario
 from evolve.population import Population
 from evolve.records import Program
@@ -139,26 +136,11 @@ def test_policies_are_self_contained():
 # ---------------------------------------------------------------- --compare
 
 
-SMALL_TASK = {
-    "name": "eplb-compare",
-    "workload": "synthetic",
-    "rebalance_interval": 100,
-    "synthetic": {"steps": 300, "layers": 3, "experts": 16, "seed": 1},
-    "scenarios": [{"name": "tiny", "num_replicas": 24, "num_groups": 4, "num_nodes": 2,
-                   "num_gpus": 4}],
-    "timing": {"warmup": 0, "repeats": 1},
-    "limits": {"timeout_s": 30, "memory_mb": 2048},
-}
-
-
 def test_compare_prints_one_row_per_program(tmp_path):
-    task = tmp_path / "task.yaml"
-    task.write_text(yaml.safe_dump(SMALL_TASK))
+    task = write_task(tmp_path)
     listed = ["initial.py", "policies/no_replication.py", "policies/deepseek_global.py",
               str(RAISES)]
-    done = subprocess.run([sys.executable, "evaluate.py", "--compare", *listed, "--task", task,
-                           "--results_dir", tmp_path / "out"], cwd=ROOT, capture_output=True,
-                          text=True, timeout=120)
+    done = cli("--compare", *listed, "--task", task, "--results_dir", tmp_path / "out")
     assert done.returncode == 0, done.stderr
     lines = done.stdout.strip().splitlines()
     header = lines[0].split()
@@ -185,13 +167,6 @@ def test_compare_prints_one_row_per_program(tmp_path):
 # ---------------------------------------------------------------- evolution leaderboard
 
 
-def evaluate_task_ignoring_references(program_path, task, results_dir=None, **extra):
-    """eplb's evaluator for a task mapping holding `references` (an engine-side key that
-    TaskConfig may not know yet)."""
-    task = {k: v for k, v in task.items() if k != "references"}
-    return evaluate_task(program_path, task, results_dir, **extra)
-
-
 def test_population_keeps_references_out_of_selection():
     seed = Program("seed", "a", 0, 0, patch_type="initial", valid=True, score=0.5,
                    code_hash="h1")
@@ -212,7 +187,6 @@ def test_references_are_ranked_but_never_parents(tmp_path, monkeypatch, caplog):
                   "policies/absent.py"]
     overrides = ["evolution.num_islands=1", "evolution.max_in_flight=1",
                  "evolution.migration_interval=0", *NO_SPEED,
-                 "task.evaluator=test_references:evaluate_task_ignoring_references",
                  "task.references=" + json.dumps(references)]
     reason, run_dir = run_in_process(tmp_path, "refs", [*overrides, "evolution.generations=4"])
     assert reason == "finished"
