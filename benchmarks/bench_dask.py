@@ -12,8 +12,6 @@ Run: python benchmarks/bench_dask.py [GENERATIONS per run, default 8]
 
 from __future__ import annotations
 
-import itertools
-import os
 import statistics
 import sys
 import tempfile
@@ -24,13 +22,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
-from llm_server import Reply, ScriptedLLMServer  # noqa: E402
+from bench_throughput import scripted_run  # noqa: E402  (this folder is on sys.path)
 
-from evolve.config import EvaluationSettings, compose, run_config_from_dict  # noqa: E402
-from evolve.database import Database  # noqa: E402
+from evolve.config import EvaluationSettings  # noqa: E402
 from evolve.evaluation import make_pool  # noqa: E402
-from evolve.llm import ModelConfig  # noqa: E402
-from evolve.loop import Evolution  # noqa: E402
 
 NOOP = "bench_dask:noop_evaluate"  # workers import this file (sys.path is passed on)
 ROUND_TRIPS = 60
@@ -41,36 +36,6 @@ TARGET_OVERHEAD_MS = 50.0
 def noop_evaluate(program_path: str, task: dict, results_dir: str | None = None) -> dict:
     """An evaluator that does nothing: what is left of a round trip is the pool's cost."""
     return {"correct": True, "error": None, "metrics": {}, "feedback": ""}
-
-
-def throughput(backend: str, generations: int, tmp: str) -> tuple[int, float, float]:
-    """(candidates, seconds from the seed's end to the last candidate's, evaluation seconds)."""
-    counter = itertools.count()
-
-    def responder(request: dict) -> Reply:
-        n = next(counter)
-        return Reply(content=(
-            "<<<<<<< SEARCH\n    per_pack = n // num_packs\n=======\n"
-            f"    per_pack = n // num_packs\n    _unused = {n}\n>>>>>>> REPLACE\n"))
-
-    with ScriptedLLMServer(responder) as server:
-        os.environ["BENCH_LLM_KEY"] = "x"
-        overrides = [f"evolution.generations={generations}", "evolution.num_islands=2",
-                     "evolution.max_in_flight=4", "evolution.patch_types={diff: 1.0}",
-                     "evaluation.n_jobs=2", f"evaluation.backend={backend}",
-                     f"results_root={tmp}"]
-        config = run_config_from_dict(compose(ROOT / "configs", "eplb_example", overrides))
-        model = ModelConfig(name="scripted", base_url=server.base_url,
-                            api_key_env="BENCH_LLM_KEY")
-        run_dir = Path(tempfile.mkdtemp(prefix=f"{backend}-", dir=tmp))
-        Evolution(config, run_dir, ROOT, [model], results_root=Path(tmp)).run()
-    db = Database(run_dir / "evolution.db")
-    programs = [p for p in db.programs() if p.patch_type != "migrant"]
-    db.close()
-    seed = next(p for p in programs if p.generation == 0)
-    children = [p for p in programs if p.generation > 0]
-    span = max(p.created_at for p in children) - seed.created_at
-    return len(children), span, sum(p.eval_seconds for p in children)
 
 
 def round_trip_ms(backend: str, program: Path) -> float:
@@ -97,7 +62,8 @@ def main() -> None:
         program.write_text((ROOT / "initial.py").read_text())
         trips = {b: round_trip_ms(b, program) for b in ("local", "dask")}
         for backend in ("local", "dask", "dask", "local"):
-            for i, value in enumerate(throughput(backend, generations, tmp)):
+            _, m = scripted_run(generations, tmp, [f"evaluation.backend={backend}"])
+            for i, value in enumerate((m.candidates, m.span_s, m.busy_s)):
                 totals[backend][i] += value
     rates = {}
     for backend, (count, span, busy) in totals.items():
