@@ -32,7 +32,7 @@ from eplb.report import summary_text
 from eplb.workload import WorkloadError
 from evolve.atomic import write_json
 from evolve.config import ConfigError
-from evolve.sandbox import SandboxError
+from evolve.sandbox import SandboxError, isolation_warning
 
 COMPARE_COLUMNS = ("balancedness_gpu", "balancedness_slot", "time_ms", "combined_score")
 OPTIONAL_COLUMNS = ("rebalances", "migration", "migration_slots", "migration_bytes",
@@ -191,6 +191,8 @@ def main(argv: list[str] | None = None) -> int:
             return 2
     try:
         task = load_task_config(args.task, args.set)
+        if not args.expert_map and (warning := isolation_warning(task.limits)):
+            print(warning, file=sys.stderr)
         if args.expert_map:
             return score_map(args, task)
         if args.export_map:
@@ -198,7 +200,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.compare:
             return compare(args, task)
         result = evaluate_program(args.program_path, task, args.workload, args.results_dir)
-    except (ConfigError, WorkloadError, ValueError) as exc:  # MapError is a ValueError
+    except (ConfigError, WorkloadError, ValueError, SandboxError) as exc:  # MapError: ValueError
         print(f"error: {exc}", file=sys.stderr)
         return 2
     if not result["correct"]:

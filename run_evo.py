@@ -23,6 +23,7 @@ import yaml
 from evolve.config import ConfigError, apply_overrides, compose, load_yaml, run_config_from_dict
 from evolve.llm import is_configured
 from evolve.loop import Evolution
+from evolve.sandbox import SandboxError
 
 PROJECT_ROOT = Path(__file__).resolve().parent
 OFFLINE_NOTICE = (
@@ -65,12 +66,14 @@ def main(argv: list[str] | None = None) -> int:
         data, run_dir = load_run_config(args)
         config = run_config_from_dict(data)
         module = importlib.import_module(config.task["evaluator"].partition(":")[0])
-        if hasattr(module, "check_task"):
-            module.check_task(config.task)
-    except (ConfigError, ValueError, KeyError, ImportError) as exc:
+        warnings = module.preflight_task(config.task) if hasattr(module, "preflight_task") \
+            else []
+    except (ConfigError, ValueError, KeyError, ImportError, SandboxError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
 
+    for warning in warnings:
+        print(warning, file=sys.stderr)
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "config.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
     logging.basicConfig(filename=run_dir / "run.log", level=logging.INFO,

@@ -1,7 +1,7 @@
 """Child side of a candidate evaluation: runs inside the sandbox, never in the evaluator.
 
-Usage (by the evaluator only):
-    python -I candidate_runner.py PROGRAM_PATH CHANNEL_MODULE_PATH TORCH_THREADS
+Started by `evolve.sandbox` (forked from its template, confined, with the channel
+module already loaded): `serve(channel, inbox, outbox, [PROGRAM_PATH, TORCH_THREADS])`.
 
 Imports the candidate, then answers "place" requests one window at a time, so
 the candidate never holds a later window than the one it is asked about. The
@@ -11,18 +11,21 @@ one in this scenario, oldest first, at most `history_windows` of them; [0, L, E]
 at first) and `previous` (int64 [L, R]: the deployed phy2log, sent by the
 evaluator, or None before the first placement is installed). The "ready"
 message says which it asks for; the evaluator then also sends the windows it
-only observes ("observe": appended to the history, nothing called). Only
-the `rebalance_experts` call is timed: warm-up calls first, then the median is
-taken by the evaluator over `repeats` timed calls, each on a fresh copy of the
-input. The evaluator checks that the time reported for the calls accounts for
-the round trip it measured itself, so a candidate that tampers with the clock is
-caught. Project packages cannot be imported from here.
+only observes ("observe": appended to the history, nothing called).
+
+Only the `rebalance_experts` call is timed: `warmup` untimed calls, then up to
+`repeats` timed ones (the evaluator takes the median), each on a fresh copy of the
+input, within the window's timing budget `budget_s`: after the first call, another
+is made only while the calls so far took less than the budget. So a slow call is
+made once, and if only warm-up calls fitted, the last of them is the timed one. The
+evaluator checks that the time reported for the calls accounts for the round trip
+it measured itself, so a candidate that tampers with the clock is caught. Project
+packages cannot be imported from here (and, in the jail, not read either).
 """
 
 import importlib.abc
 import importlib.util
 import inspect
-import os
 import sys
 import traceback
 
@@ -77,29 +80,28 @@ def _keywords(rebalance):
 
 
 def _place(request, weight, rebalance, torch, clock, **extras):
-    """Warm-up calls, then timed calls; returns the first timed result, the timed
-    durations, and the time spent in all calls (for the evaluator's cross-check).
-    `extras` (numpy arrays or None) are passed as keyword arguments."""
+    """Warm-up and timed calls within the timing budget (see the module docstring);
+    returns the first timed result, the timed durations, and the time spent in all
+    calls (for the evaluator's cross-check). `extras` (numpy arrays or None) are
+    passed as keyword arguments."""
     args = (request["num_replicas"], request["num_groups"], request["num_nodes"],
             request["num_gpus"])
     base = torch.from_numpy(weight)
     extras = {k: None if v is None else torch.from_numpy(v) for k, v in extras.items()}
-    times, first, in_calls = [], None, 0.0
-    for _ in range(request.get("warmup", 0)):
-        fresh = base.clone()
-        kwargs = {k: None if v is None else v.clone() for k, v in extras.items()}
-        start = clock()
-        rebalance(fresh, *args, **kwargs)
-        in_calls += clock() - start
-    for _ in range(max(1, request.get("repeats", 1))):
+    warmup, budget = request.get("warmup", 0), request.get("budget_s", float("inf"))
+    runs, spent = [], 0.0  # (seconds, result, timed?)
+    for index in range(warmup + max(1, request.get("repeats", 1))):
+        if runs and spent >= budget:
+            break
         fresh = base.clone()
         kwargs = {k: None if v is None else v.clone() for k, v in extras.items()}
         start = clock()
         result = rebalance(fresh, *args, **kwargs)
-        times.append(clock() - start)
-        if first is None:
-            first = result
-    return _as_arrays(first, torch), times, in_calls + sum(times)
+        took = clock() - start
+        spent += took
+        runs.append((took, result, index >= warmup))
+    timed = [run for run in runs if run[2]] or runs[-1:]
+    return _as_arrays(timed[0][1], torch), [run[0] for run in timed], spent
 
 
 def _remember(history, weight, request):
@@ -108,13 +110,11 @@ def _remember(history, weight, request):
     del history[:max(0, len(history) - request.get("history_windows", 0))]
 
 
-def main():
+def serve(channel, inbox, outbox, args):
+    """Load the candidate named in `args` and answer the evaluator's requests."""
     from time import perf_counter as clock  # a local: out of the candidate's easy reach
 
-    program_path, channel_path, threads = sys.argv[1], sys.argv[2], int(sys.argv[3])
-    channel = _load_module("_sandbox_channel", channel_path)
-    inbox = int(os.environ.pop("EVOLVE_SANDBOX_IN"))
-    outbox = int(os.environ.pop("EVOLVE_SANDBOX_OUT"))
+    program_path, threads = args[0], int(args[1])
     sys.meta_path.insert(0, _BlockProjectImports())
     try:
         import torch
@@ -162,6 +162,3 @@ def main():
             _remember(history, weight, request)
         channel.send(outbox, {"times": times, "in_calls": in_calls}, result)
 
-
-if __name__ == "__main__":
-    main()

@@ -41,10 +41,13 @@ class Rebalance:
 
 @dataclass(frozen=True)
 class Timing:
-    """How `rebalance_experts` is timed: warm-up calls, then the median of `repeats`."""
+    """How `rebalance_experts` is timed: warm-up calls, then the median of `repeats`,
+    within a budget per window: after the first call, another is made only while the
+    window's calls so far took less than `budget_s` (a slow call is timed once)."""
 
     warmup: int = 1
     repeats: int = 3
+    budget_s: float = 0.5
     torch_threads: int = 1
 
 
@@ -90,7 +93,13 @@ def task_config_from_dict(data: dict) -> TaskConfig:
     minimums = {"rebalance.every_windows": (config.rebalance.every_windows, 1),
                 "rebalance.warmup_windows": (config.rebalance.warmup_windows, 0),
                 "rebalance.expert_bytes": (config.rebalance.expert_bytes, 0),
-                "history_windows": (config.history_windows, 0)}
+                "history_windows": (config.history_windows, 0),
+                "timing.repeats": (config.timing.repeats, 1),
+                "timing.warmup": (config.timing.warmup, 0),
+                "timing.budget_s": (config.timing.budget_s, 0),
+                "limits.timeout_s": (config.limits.timeout_s, 1),
+                "limits.call_timeout_s": (config.limits.call_timeout_s, 0.1),
+                "limits.memory_mb": (config.limits.memory_mb, 64)}
     minimums.update({f"score.{f.name}": (getattr(config.score, f.name), 0)
                      for f in fields(ScoreWeights)})
     for key, (value, minimum) in minimums.items():

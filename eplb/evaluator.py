@@ -41,7 +41,7 @@ import os
 import statistics
 import time
 from collections.abc import Iterator
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -50,11 +50,14 @@ from eplb import dynamic, placement, synthetic
 from eplb.config import TaskConfig, load_task_config, task_config_from_dict
 from eplb.placement import Scenario
 from eplb.workload import load_trace, make_windows
-from evolve import channel
-from evolve.atomic import write_json
-from evolve.sandbox import Sandbox, SandboxError
+from evolve import sandbox
+from evolve.atomic import atomic_write, write_json
+from evolve.sandbox import Sandbox, SandboxError, isolation_warning
 
 RUNNER = Path(__file__).with_name("candidate_runner.py")
+# never readable by a candidate, wherever the project is installed
+HARNESS_NAMES = ("eplb", "evolve", "evaluate.py", "run_evo.py", "initial.py", "policies")
+OUTPUT_TAIL_CHARS = 64_000  # of a valid candidate's printed output, in the result
 TIMING_SLACK_S = 0.05  # untimed work per exchange (copies, transfer) is a few ms
 TIMING_SLACK_SHARE = 0.25
 _WINDOW_CACHE: dict[tuple, tuple[str, np.ndarray]] = {}
@@ -87,13 +90,37 @@ def load_windows(task: TaskConfig, workload: str | None = None) -> tuple[str, np
     return _WINDOW_CACHE[key]
 
 
+@dataclass
+class Progress:
+    """Placements answered so far in one evaluation: for the message when it is too slow."""
+
+    planned: int
+    calls: int = 0
+    seconds: float = 0.0
+
+    def answered(self, seconds: float) -> None:
+        self.calls += 1
+        self.seconds += seconds
+
+    def explain(self, error: SandboxError) -> str:
+        """The error, and if the time ran out, how far the program got and at what pace."""
+        if "time limit exceeded" not in str(error):
+            return str(error)
+        pace = f", {self.seconds / self.calls:.2f} s each" if self.calls else ""
+        return (f"{error}\ntoo slow: {self.calls} of about {self.planned} placements "
+                f"answered{pace}; a program needs at least one call per window within "
+                "limits.timeout_s (and each window's calls within limits.call_timeout_s "
+                "beyond timing.budget_s)")
+
+
 def _run_scenario(box: Sandbox, windows: np.ndarray, scenario: Scenario, task: TaskConfig,
-                  keywords: list[str]) -> list[dict]:
+                  keywords: list[str], progress: Progress) -> list[dict]:
     """Walk the window boundaries: trigger, ask the candidate, check, install, score."""
     layers, experts = windows.shape[1:]
     request = {"op": "place", "num_replicas": scenario.num_replicas,
                "num_groups": scenario.num_groups, "num_nodes": scenario.num_nodes,
                "num_gpus": scenario.num_gpus, "repeats": task.timing.repeats,
+               "budget_s": task.timing.budget_s,
                "history_windows": task.history_windows, "reset": True}
     observe = {"op": "observe", "history_windows": task.history_windows, "reset": True}
     loads = windows.astype(np.float64)
@@ -111,7 +138,7 @@ def _run_scenario(box: Sandbox, windows: np.ndarray, scenario: Scenario, task: T
             if "previous" in keywords and deployed is not None:
                 arrays["previous"] = deployed
             phy2log, logcnt, call_ms = ask_placement(box, request, arrays, layers, experts,
-                                                     scenario, i)
+                                                     scenario, i, task, progress)
             request["reset"] = observe["reset"] = False  # only a scenario's first message
             if deployed is not None and not due.all():
                 phy2log = np.where(due[:, None], phy2log, deployed)
@@ -146,11 +173,18 @@ def _run_scenario(box: Sandbox, windows: np.ndarray, scenario: Scenario, task: T
 
 
 def ask_placement(box: Sandbox, request: dict, arrays: dict, layers: int, experts: int,
-         scenario: Scenario, window: int) -> tuple[np.ndarray, np.ndarray, float]:
+                  scenario: Scenario, window: int, task: TaskConfig,
+                  progress: Progress | None = None) -> tuple[np.ndarray, np.ndarray, float]:
     """One placement from the candidate, checked: (phy2log, logcnt, median call ms)."""
     sent = time.perf_counter()
-    reply, arrays = box.exchange(request, arrays)
+    try:
+        reply, arrays = box.exchange(request, arrays, task.limits.call_timeout_s
+                                     + task.timing.budget_s)
+    except SandboxError as exc:
+        raise SandboxError(f"{exc} (scenario {scenario.name}, window {window})") from None
     round_trip = time.perf_counter() - sent
+    if progress is not None:
+        progress.answered(round_trip)
     if "error" in reply:
         raise CandidateError(f"scenario {scenario.name}, window {window}: {reply['error']}\n"
                              f"{reply.get('trace', '')}".strip())
@@ -179,9 +213,10 @@ def _check_timing(reply: dict, round_trip: float, scenario: Scenario, window: in
     """The reported call times must account for the round trip measured here."""
     times, in_calls = reply.get("times"), reply.get("in_calls")
     if not isinstance(times, list) or not times or not isinstance(in_calls, (int, float)) or \
-            any(not isinstance(t, (int, float)) or t < 0 for t in times):
+            any(not isinstance(t, (int, float)) or t < 0 for t in times) or \
+            sum(times) > in_calls * (1 + 1e-9):
         raise CandidateError(f"scenario {scenario.name}, window {window}: malformed reply "
-                             "(no call times)")
+                             "(call times missing or inconsistent)")
     unexplained = round_trip - in_calls
     if unexplained > TIMING_SLACK_S + TIMING_SLACK_SHARE * round_trip:
         raise CandidateError(
@@ -259,14 +294,16 @@ def evaluate_program(program_path: str | os.PathLike, task: TaskConfig | None = 
                      prepared: dict | None = None) -> dict:
     """Evaluate one candidate program; never raises for anything the candidate does.
 
-    Returns {"correct": bool, "error": str | None, "metrics": dict, "feedback": str}
-    and, with results_dir, writes metrics.json and correct.json there. `prepared` is
+    Returns {"correct": bool, "error": str | None, "metrics": dict, "feedback": str,
+    "output": str (the end of what a valid candidate printed)} and, with results_dir,
+    writes metrics.json and correct.json there. `prepared` is
     `prepare_task`'s result, when the windows were loaded elsewhere (read only here).
     Problems with the task itself (missing trace, bad scenario) raise WorkloadError /
     ValueError.
     """
     task = task or load_task_config()
     started = time.perf_counter()
+    sandbox.prestart()  # the template imports torch while the windows load
     if prepared is not None:
         workload_name, windows = prepared["workload"], prepared["windows"]
     else:
@@ -278,9 +315,11 @@ def evaluate_program(program_path: str | os.PathLike, task: TaskConfig | None = 
     if problems:
         raise ValueError("; ".join(problems))
     program_path = Path(program_path).resolve()
-    result: dict = {"correct": False, "error": None, "metrics": {}, "feedback": ""}
+    result: dict = {"correct": False, "error": None, "metrics": {}, "feedback": "",
+                    "output": ""}
     try:
-        per_scenario = _evaluate_in_sandbox(program_path, windows, task)
+        per_scenario, isolation, result["output"] = _evaluate_in_sandbox(program_path,
+                                                                          windows, task)
     except (CandidateError, SandboxError) as exc:
         result["error"] = str(exc)
         result["feedback"] = f"The program failed: {exc}"
@@ -290,6 +329,8 @@ def evaluate_program(program_path: str | os.PathLike, task: TaskConfig | None = 
         metrics["workload"] = workload_name
         metrics["windows_scored"] = int(len(windows) - 1 - task.rebalance.warmup_windows)
         metrics["rebalance"] = asdict(task.rebalance)
+        metrics["isolation"] = isolation["level"]
+        metrics["isolation_report"] = isolation
         result.update(correct=True, metrics=metrics, feedback=feedback_text(metrics))
     result["metrics"]["eval_seconds"] = time.perf_counter() - started
     if results_dir is not None:
@@ -301,37 +342,56 @@ def evaluate_program(program_path: str | os.PathLike, task: TaskConfig | None = 
 def candidate_session(program_path: str | os.PathLike,
                       task: TaskConfig) -> Iterator[tuple[Sandbox, list[str]]]:
     """The candidate loaded in its sandbox, and the optional arguments it asks for."""
-    args = [str(Path(program_path).resolve()), channel.__file__,
-            str(task.timing.torch_threads)]
-    with Sandbox(RUNNER, args, task.limits, threads=task.timing.torch_threads) as box:
+    program = Path(program_path).resolve()
+    args = [str(program), str(task.timing.torch_threads)]
+    with Sandbox(RUNNER, args, task.limits, read_paths=(str(program),),
+                 hide=HARNESS_NAMES) as box:
         hello, _ = box.receive()
         if "error" in hello:
             raise CandidateError(f"{hello['error']}\n{hello.get('trace', '')}".strip())
         yield box, hello.get("keywords", [])
 
 
-def _evaluate_in_sandbox(program_path: Path, windows: np.ndarray, task: TaskConfig) -> dict:
+def _evaluate_in_sandbox(program_path: Path, windows: np.ndarray, task: TaskConfig
+                         ) -> tuple[dict, dict, str]:
+    """Per-scenario summaries, the sandbox's isolation report, and the tail of what the
+    candidate printed."""
     layers = windows.shape[1]
+    progress = Progress(planned=len(task.scenarios) * (len(windows) - 1))
     with candidate_session(program_path, task) as (box, keywords):
-        return {s.name: _summarise(_run_scenario(box, windows, s, task, keywords), s, layers,
-                                   task)
-                for s in task.scenarios}
+        try:
+            summaries = {s.name: _summarise(_run_scenario(box, windows, s, task, keywords,
+                                                          progress), s, layers, task)
+                         for s in task.scenarios}
+        except SandboxError as exc:
+            raise SandboxError(progress.explain(exc)) from None
+        return summaries, box.isolation, box.output_tail(OUTPUT_TAIL_CHARS)
 
 
 def write_results(results_dir: Path, result: dict) -> None:
-    """Write metrics.json and correct.json atomically."""
+    """Write metrics.json and correct.json atomically, and output.txt (the end of what
+    the candidate printed) when it printed anything."""
     results_dir.mkdir(parents=True, exist_ok=True)
     metrics = dict(result["metrics"])
     if not result["correct"]:
         metrics.update(combined_score=None, error=result["error"])
     write_json(results_dir / "metrics.json", metrics)
     write_json(results_dir / "correct.json",
-                {"correct": result["correct"], "error": result["error"]})
+               {"correct": result["correct"], "error": result["error"]})
+    if result.get("output"):
+        atomic_write(results_dir / "output.txt", lambda f: f.write(result["output"]))
 
 
 def check_task(task: dict) -> TaskConfig:
     """Check a task mapping (from the run config) and build its TaskConfig."""
     return task_config_from_dict(task)
+
+
+def preflight_task(task: dict) -> list[str]:
+    """Before a run starts: check the task mapping and whether this machine can jail
+    candidates as `limits.isolation` asks (SandboxError if not); returns warnings."""
+    warning = isolation_warning(check_task(task).limits)
+    return [warning] if warning else []
 
 
 def prepare_task(task: dict) -> dict:

@@ -241,5 +241,5 @@ def candidate_placement(program_path: str | os.PathLike, task: TaskConfig, windo
             for past in range(max(0, window - keep), window):
                 observe_window(box, observe, windows[past], scenario, past)
         phy2log, _, _ = ask_placement(box, request, {"weight": windows[window]}, layers,
-                                      experts, scenario, window)
+                                      experts, scenario, window, task)
     return phy2log

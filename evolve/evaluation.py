@@ -10,13 +10,15 @@ pool or the dask.distributed one (`evolve.dask_backend`) from the settings.
 from __future__ import annotations
 
 import importlib
-import tempfile
 import time
 import traceback
 from concurrent.futures import Future
 from pathlib import Path
 
 from joblib.externals.loky import get_reusable_executor
+
+from evolve import secret_env
+from evolve.scratch import make_scratch
 
 PREPARE_FUNCTION = "prepare_task"  # optional, in the evaluator's module
 
@@ -35,6 +37,7 @@ def evaluate_candidate(entry: str, program_path: str, task: dict, results_dir: s
     given `prepared=` (what the module's `prepare_task` returned) when that is not None.
     """
     started = time.perf_counter()
+    secret_env.warn_if_present()
     try:
         module, function = _module_and_function(entry)
         extra = {} if prepared is None else {"prepared": prepared}
@@ -50,7 +53,7 @@ def evaluate_candidate(entry: str, program_path: str, task: dict, results_dir: s
 def evaluate_code(entry: str, code: str, name: str, task: dict, results_dir: str | None,
                   prepared=None) -> dict:
     """evaluate_candidate on program text: for workers that do not share the run folder."""
-    with tempfile.TemporaryDirectory(prefix="evolve-candidate-") as folder:
+    with make_scratch("evolve-candidate-") as folder:
         path = Path(folder) / name
         path.write_text(code)
         return evaluate_candidate(entry, str(path), task, results_dir, prepared)
@@ -64,7 +67,10 @@ def prepared_data(entry: str, task: dict):
 
 
 def make_pool(settings, entry: str, task: dict):
-    """The pool `settings` (an EvaluationSettings) asks for."""
+    """The pool `settings` (an EvaluationSettings) asks for. Its workers start without
+    secrets: secret-looking variables leave this process's environment first (the LLM
+    clients hold their keys already)."""
+    secret_env.withdraw()
     if settings.backend == "dask":
         from evolve.dask_backend import DaskEvaluationPool  # an optional dependency
 

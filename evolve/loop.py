@@ -30,6 +30,7 @@ from evolve.prompts import PromptTooLong
 from evolve.proposer import OFFLINE_MODEL, Proposal, Proposer, generation_rng
 from evolve.records import LLMCall, Program
 from evolve.reports import write_reports
+from evolve.scratch import SCRATCH_PREFIXES, sweep_scratch
 
 log = logging.getLogger("evolve")
 
@@ -96,6 +97,8 @@ class Evolution:
         finally:  # on Ctrl-C or a crash, in-flight evaluations are killed, not awaited
             self.llm_threads.shutdown(wait=False, cancel_futures=True)
             self.pool.shutdown(kill=not completed)
+            for prefix in SCRATCH_PREFIXES:  # what killed workers could not remove
+                sweep_scratch(prefix)
             self._save_elapsed()
             self._report()
             self.db.close()

@@ -251,14 +251,18 @@ def wait_for(condition, timeout: float, interval: float = 0.1) -> bool:
     return bool(condition())
 
 
-def processes_running(path: Path) -> list[int]:
-    """Pids of live processes whose command line mentions `path` (e.g. a candidate's file)."""
+def stray_candidates() -> list[int]:
+    """Pids of sandboxed processes of this project left running: a candidate (a child of a
+    sandbox template) or a template whose parent is gone."""
+    template = str(PROJECT_ROOT / "evolve" / "forkserver.py")
     found = []
-    for proc in psutil.process_iter(["cmdline", "status"]):
+    for proc in psutil.process_iter(["cmdline", "status", "ppid"]):
         try:
-            if proc.info["status"] == psutil.STATUS_ZOMBIE:
+            if proc.info["status"] == psutil.STATUS_ZOMBIE or \
+                    template not in (proc.info["cmdline"] or ()):
                 continue
-            if any(str(path) in part for part in proc.info["cmdline"] or ()):
+            parent = psutil.Process(proc.info["ppid"])
+            if proc.info["ppid"] == 1 or template in parent.cmdline():
                 found.append(proc.pid)
         except psutil.Error:
             pass

@@ -29,6 +29,7 @@ from evo_helpers import (
     model_override,
     programs,
     run_in_process,
+    stray_candidates,
     valid_reply,
     wait_for,
 )
@@ -63,33 +64,47 @@ def evaluate_task(program_path, task, results_dir):
 '''
 
 
-def candidate(n: int, prologue: str, hang: bool = False) -> str:
-    """A full-rewrite reply whose program runs `prologue` when the sandbox imports it."""
-    return f"Variant {n}.\n\n```python\n{prologue}\n{full_block(n, hang=hang)}```\n"
+# The EPLB evaluator behind a hook for these tests: a program that names an attempts file
+# gets each evaluation attempt noted there (the worker's pid), then the action it asks for,
+# in the trusted worker; the candidate itself is jailed and could do neither.
+DISRUPTIVE_TASK = '''
+import os
+import re
+import signal
+import time
+
+from eplb.evaluator import evaluate_task as _evaluate, prepare_task  # noqa: F401
 
 
-def notes_itself(marker: Path) -> str:
-    """Prologue: note (candidate pid, its parent = the evaluating worker)."""
-    return ("import os\n"
-            f"with open({str(marker)!r}, 'a') as _f:\n"
-            "    _f.write(f'{os.getpid()} {os.getppid()}\\n')\n")
+def evaluate_task(program_path, task, results_dir=None, prepared=None):
+    found = re.search(r"# attempts: (\\S+) then: (\\w+)", open(program_path).read())
+    if found:
+        with open(found[1], "a") as handle:
+            handle.write(f"{os.getpid()}\\n")
+        if found[2] == "sleep":
+            time.sleep(4)  # time to kill the worker meanwhile
+        elif found[2] == "kill":
+            os.kill(os.getpid(), signal.SIGKILL)
+    return _evaluate(program_path, task, results_dir, prepared)
+'''
 
 
-def started_twice(marker: Path) -> str:
-    """Prologue: note the attempt and sleep 4 s (time to kill the worker meanwhile)."""
-    return notes_itself(marker) + "import time\ntime.sleep(4)\n"
+def disruptive_task(tmp_path: Path, monkeypatch) -> list[str]:
+    """Install DISRUPTIVE_TASK where the workers (started later) import it from."""
+    (tmp_path / "disruptive_task.py").write_text(DISRUPTIVE_TASK)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    return ["task.evaluator=disruptive_task:evaluate_task"]
 
 
-def kills_its_worker(marker: Path) -> str:
-    """Prologue: note the attempt, then SIGKILL the worker evaluating this program."""
-    return notes_itself(marker) + "import signal\nos.kill(os.getppid(), signal.SIGKILL)\n"
+def candidate(n: int, marker: Path, action: str, hang: bool = False) -> str:
+    """A full-rewrite reply whose evaluation is noted in `marker`, then does `action`."""
+    return (f"Variant {n}.\n\n```python\n# attempts: {marker} then: {action}\n"
+            f"{full_block(n, hang=hang)}```\n")
 
 
-def attempts(marker: Path) -> list[tuple[int, int]]:
-    """(candidate pid, worker pid) of each start of the program that writes `marker`."""
-    if not marker.exists():
-        return []
-    return [tuple(map(int, line.split())) for line in marker.read_text().splitlines()]
+def attempts(marker: Path) -> list[int]:
+    """The worker pid of each evaluation attempt noted in `marker`."""
+    return [int(line) for line in marker.read_text().split()] if marker.exists() else []
 
 
 def gone(pid: int) -> bool:
@@ -180,7 +195,7 @@ def test_worker_killed_mid_evaluation_requeues_its_candidate(tmp_path, monkeypat
     def kill_first_worker():
         if not wait_for(lambda: attempts(marker), timeout=90):
             return
-        worker = attempts(marker)[0][1]
+        worker = attempts(marker)[0]
         ours = {p.pid for p in psutil.Process().children(recursive=True)}
         if worker != os.getpid() and worker in ours:  # a worker of this test's cluster
             os.kill(worker, signal.SIGKILL)
@@ -188,33 +203,35 @@ def test_worker_killed_mid_evaluation_requeues_its_candidate(tmp_path, monkeypat
 
     killer = threading.Thread(target=kill_first_worker, daemon=True)
     killer.start()
-    with ScriptedLLMServer(scripted(candidate(1, started_twice(marker)))) as server:
+    with ScriptedLLMServer(scripted(candidate(1, marker, "sleep"))) as server:
         reason, run_dir = run_in_process(tmp_path, "requeue", [
-            *DASK, *ONE_AT_A_TIME, "evolution.generations=3", model_override(server)])
+            *DASK, *ONE_AT_A_TIME, "evolution.generations=3", model_override(server),
+            *disruptive_task(tmp_path, monkeypatch)])
     killer.join(timeout=5)
     assert reason == "finished"
     assert len(killed) == 1, "the evaluation's worker was not found"
     tries = attempts(marker)
     assert len(tries) == 2, tries  # killed mid-evaluation, then run once more
-    assert tries[0][1] == killed[0] and tries[1][1] != killed[0]
-    assert wait_for(lambda: gone(tries[0][0]), timeout=10)  # the candidate died with it
+    assert tries[0] == killed[0] and tries[1] != killed[0]
+    assert wait_for(lambda: not stray_candidates(), timeout=30)  # none died without it
     rows = rows_by_generation(run_dir)
     assert sorted(rows) == [1, 2, 3]
     assert rows[1]["valid"] == 1 and rows[1]["score"] > 0, rows[1]["error"]
-    assert "time.sleep(4)" in rows[1]["code"]
+    assert "then: sleep" in rows[1]["code"]
     assert rows[2]["valid"] == 1 and rows[3]["valid"] == 1
 
 
-def test_candidate_that_kills_its_worker_twice_is_a_failure(tmp_path, monkeypatch):
+def test_evaluation_that_kills_its_worker_twice_is_a_failure(tmp_path, monkeypatch):
     monkeypatch.setenv(KEY_ENV, "sk-test")
     marker = tmp_path / "attempts.txt"
-    with ScriptedLLMServer(scripted(candidate(2, kills_its_worker(marker)))) as server:
+    with ScriptedLLMServer(scripted(candidate(2, marker, "kill"))) as server:
         reason, run_dir = run_in_process(tmp_path, "killer", [
-            *DASK, *ONE_AT_A_TIME, "evolution.generations=2", model_override(server)])
+            *DASK, *ONE_AT_A_TIME, "evolution.generations=2", model_override(server),
+            *disruptive_task(tmp_path, monkeypatch)])
     assert reason == "finished"
     tries = attempts(marker)
     assert len(tries) == 2, tries  # re-queued once, not more
-    assert tries[0][1] != tries[1][1]  # on two different worker processes
+    assert tries[0] != tries[1]  # on two different worker processes
     rows = rows_by_generation(run_dir)
     assert rows[1]["valid"] == 0
     assert "lost its dask worker 2 times" in rows[1]["error"]
@@ -224,19 +241,21 @@ def test_candidate_that_kills_its_worker_twice_is_a_failure(tmp_path, monkeypatc
 def test_watchdog_restarts_the_dask_workers(tmp_path, monkeypatch):
     monkeypatch.setenv(KEY_ENV, "sk-test")
     marker = tmp_path / "attempts.txt"
-    replies = iter([candidate(1, notes_itself(marker), hang=True), full_reply(460)])
+    replies = iter([candidate(1, marker, "run", hang=True), full_reply(460)])
     with ScriptedLLMServer(lambda request: next(replies)) as server:
         started = time.monotonic()
         reason, run_dir = run_in_process(tmp_path, "watchdog", [
             *DASK, *ONE_AT_A_TIME, "evolution.generations=2", model_override(server),
-            "task.limits.timeout_s=120", "evaluation.watchdog_s=6"])
+            "task.limits.timeout_s=300", "task.limits.call_timeout_s=300",
+            "evaluation.watchdog_s=20", *disruptive_task(tmp_path, monkeypatch)])
     assert reason == "finished"
-    assert time.monotonic() - started < 90
+    assert time.monotonic() - started < 300  # the watchdog, not the task's limit, ended it
     rows = rows_by_generation(run_dir)
-    assert rows[1]["valid"] == 0 and "exceeded the watchdog (6 s)" in rows[1]["error"]
+    assert rows[1]["valid"] == 0 and "exceeded the watchdog (20 s)" in rows[1]["error"]
     assert rows[2]["valid"] == 1
-    [(hung, worker)] = attempts(marker)
-    assert wait_for(lambda: gone(hung) and gone(worker), timeout=10)  # killed, not spinning
+    [worker] = attempts(marker)
+    # the worker was restarted, and its hung candidate died with it: nothing spins on
+    assert wait_for(lambda: gone(worker) and not stray_candidates(), timeout=30)
 
 
 def test_dask_run_matches_local_run(tmp_path, monkeypatch):

@@ -5,12 +5,11 @@ End-to-end tests run sandboxed candidates on hand-made traces of 7 windows (one 
 per window) of 4 layers x 16 experts, where the right answer is known.
 """
 
-import json
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from candidate_helpers import INITIAL, candidate_file, printed_calls
 
 import initial
 from eplb import placement
@@ -20,9 +19,6 @@ from eplb.evaluator import evaluate_program
 from eplb.synthetic import SyntheticSpec, generate
 from evolve.config import ConfigError
 
-CANDIDATES = Path(__file__).resolve().parent / "candidates"
-INITIAL = Path(initial.__file__).resolve()
-CALLS = Path("/tmp/eplb_test_dynamic_calls.jsonl")
 LAYERS, EXPERTS = 4, 16
 HIER = {"name": "hier", "num_replicas": 24, "num_groups": 4, "num_nodes": 2, "num_gpus": 4}
 GLOB = {"name": "glob", "num_replicas": 24, "num_groups": 4, "num_nodes": 3, "num_gpus": 6}
@@ -38,10 +34,11 @@ def make_task(**changes):
 def evaluate(tmp_path, steps, candidate="initial", **changes):
     trace = tmp_path / "trace.npy"
     np.save(trace, steps)
-    path = INITIAL if candidate == "initial" else CANDIDATES / f"{candidate}.py"
-    result = evaluate_program(path, make_task(**changes), workload=str(trace))
+    with candidate_file(INITIAL if candidate == "initial" else candidate) as path:
+        result = evaluate_program(path, make_task(**changes), workload=str(trace))
     assert result["correct"] is True, result["error"]
-    return result["metrics"]
+    # what a recorder candidate printed, kept beside the metrics for read_calls
+    return {**result["metrics"], "printed_calls": printed_calls(result["output"])}
 
 
 def base_trace(seed=0):
@@ -65,10 +62,8 @@ def gpu_balance(phy2log, load, spec=HIER):
     return placement.measure(load.astype(float), phy2log, counts, scenario(spec)).gpu
 
 
-def read_calls():
-    calls = [json.loads(line) for line in CALLS.read_text().splitlines()]
-    CALLS.unlink()
-    return calls
+def read_calls(metrics):
+    return metrics["printed_calls"]
 
 
 # ---------------------------------------------------------------- trigger policies
@@ -138,7 +133,6 @@ def test_baseline_locality_on_deepseek_shapes():
 # ---------------------------------------------------------------- end to end
 
 def test_every_window_counts_migration_locality_and_weights(tmp_path):
-    CALLS.unlink(missing_ok=True)
     steps = generate(SyntheticSpec(steps=5, layers=LAYERS, experts=EXPERTS, seed=3))
     metrics = evaluate(tmp_path, steps, "history_recorder", scenarios=[HIER, GLOB],
                        rebalance={"expert_bytes": 1000},
@@ -165,7 +159,7 @@ def test_every_window_counts_migration_locality_and_weights(tmp_path):
                 by_hand / tokens.sum())
             assert record["locality_nodes_per_group"] == pytest.approx(nodes.mean())
     sums = [int(w.sum()) for w in windows]
-    assert [c["history"] for c in read_calls()] == [sums[:i] for i in range(4)] * 2
+    assert [c["history"] for c in read_calls(metrics)] == [sums[:i] for i in range(4)] * 2
     hier, glob = metrics["scenarios"]["hier"], metrics["scenarios"]["glob"]
     assert hier["locality_nodes_per_group"] == 1.0
     assert hier["locality_nodes_per_group_weighted"] == 1.0
@@ -180,7 +174,6 @@ def test_every_window_counts_migration_locality_and_weights(tmp_path):
 
 
 def test_similarity_replaces_the_flipped_layer_only(tmp_path):
-    CALLS.unlink(missing_ok=True)
     steps = base_trace()
     steps += np.random.default_rng(1).integers(0, 4, steps.shape)  # similar, not equal
     steps[3:, 2] = np.where(np.arange(EXPERTS) == 15, 400, 5)  # layer 2's hot expert moves
@@ -203,7 +196,7 @@ def test_similarity_replaces_the_flipped_layer_only(tmp_path):
         current = first if record["window"] < 3 else deployed
         want = gpu_balance(current, steps[record["window"] + 1])
         assert record["balancedness_gpu"] == pytest.approx(want, rel=1e-12)
-    calls = read_calls()  # called twice; the observed windows are in the history
+    calls = read_calls(metrics)  # called twice; the observed windows are in the history
     assert [c["history_shape"] for c in calls] == [[0, 4, 16], [3, 4, 16]]
     assert calls[0]["history_dtype"] == "torch.int64"
     assert calls[1]["history"] == [int(steps[k].sum()) for k in range(3)]
@@ -228,7 +221,6 @@ def test_threshold_fires_when_balance_drops(tmp_path):
 
 
 def test_every_n_with_warmup_sends_history_and_previous(tmp_path):
-    CALLS.unlink(missing_ok=True)
     steps = base_trace() * np.arange(1, 8)[:, None, None]  # every window has its own sum
     sums = [int(s.sum()) for s in steps]
     metrics = evaluate(tmp_path, steps, "history_recorder", scenarios=[HIER, GLOB],
@@ -239,7 +231,7 @@ def test_every_n_with_warmup_sends_history_and_previous(tmp_path):
         records = metrics["scenarios"][spec["name"]]["per_window"]
         assert [r["window"] for r in records] == [1, 2, 3, 4, 5]
         assert [r["rebalanced"] for r in records] == [True, False, True, False, True]
-    calls = read_calls()
+    calls = read_calls(metrics)
     assert [c["replicas"] for c in calls] == [24] * 6
     for per_scenario, spec in ((calls[:3], HIER), (calls[3:], GLOB)):  # history restarts
         assert [c["weight"] for c in per_scenario] == [sums[1], sums[3], sums[5]]

@@ -1,5 +1,8 @@
 """Test candidate: takes 50 ms per call, then swaps the runner's timed-call helper for one
-that reports every call as instantaneous. The evaluator's round-trip check must catch it."""
+that reports every call as instantaneous. The evaluator's round-trip check must catch it.
+
+The runner is not in sys.modules; the candidate finds its globals on the call stack
+(it is imported from the runner's `serve`), as a determined attacker would."""
 
 import sys
 import time
@@ -23,11 +26,22 @@ def rebalance_experts(weight, num_replicas, num_groups, num_nodes, num_gpus):
     return _honest_placement(weight, num_replicas)
 
 
-_runner = sys.modules.get("__main__")
-_real_place = getattr(_runner, "_place", None)
-if _real_place is not None:
-    def _forged_place(request, weight, rebalance, torch_module, clock):
-        arrays, times, _ = _real_place(request, weight, rebalance, torch_module, clock)
-        return arrays, [0.0 for _ in times], 0.0
+def _runner_globals():
+    frame = sys._getframe()
+    while frame is not None:
+        if "_place" in frame.f_globals and "serve" in frame.f_globals:
+            return frame.f_globals
+        frame = frame.f_back
+    raise RuntimeError("the runner was not found on the stack")
 
-    _runner._place = _forged_place
+
+_runner = _runner_globals()
+_real_place = _runner["_place"]
+
+
+def _forged_place(request, weight, rebalance, torch_module, clock, **extras):
+    arrays, times, _ = _real_place(request, weight, rebalance, torch_module, clock, **extras)
+    return arrays, [0.0 for _ in times], 0.0
+
+
+_runner["_place"] = _forged_place

@@ -1,14 +1,18 @@
 """Test candidate: takes 50 ms per call and tries to replace a module-level clock in the
-runner to report 0 ms (the runner keeps its clock local, so this must have no effect)."""
+runner, found on the call stack, to report 0 ms (the runner keeps its clock local, so
+this must have no effect)."""
 
 import sys
 import time
 
 import torch
 
-_runner = sys.modules.get("__main__")
-if _runner is not None and hasattr(_runner, "perf_counter"):
-    _runner.perf_counter = lambda: 0.0
+_frame = sys._getframe()
+while _frame is not None:
+    if "serve" in _frame.f_globals:  # the runner's module
+        _frame.f_globals["perf_counter"] = lambda: 0.0
+        _frame.f_globals["time"] = None
+    _frame = _frame.f_back
 
 
 def rebalance_experts(weight, num_replicas, num_groups, num_nodes, num_gpus):

@@ -1,13 +1,10 @@
-"""Test candidate: refuses to work if it can see an API key; otherwise the baseline."""
+"""Test candidate: refuses to work if it can see an API key; otherwise the baseline.
 
-import importlib.util
+Runs with initial.py's code in front of it (`baseline_rebalance_experts`): see
+tests/candidate_helpers.py.
+"""
+
 import os
-from pathlib import Path
-
-_path = Path(__file__).resolve().parents[2] / "initial.py"
-_spec = importlib.util.spec_from_file_location("baseline_for_secrets", _path)
-_baseline = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(_baseline)
 
 
 def visible_secrets():
@@ -22,4 +19,4 @@ if visible_secrets():
 def rebalance_experts(weight, num_replicas, num_groups, num_nodes, num_gpus):
     if visible_secrets():
         raise RuntimeError("secrets appeared")
-    return _baseline.rebalance_experts(weight, num_replicas, num_groups, num_nodes, num_gpus)
+    return baseline_rebalance_experts(weight, num_replicas, num_groups, num_nodes, num_gpus)
