@@ -37,7 +37,7 @@ from llm_server import ScriptedLLMServer
 
 from evolve.config import ConfigError, EvaluationSettings, from_dict
 from evolve.dask_backend import DaskEvaluationPool
-from evolve.evaluation import evaluate_candidate, prepared_data
+from evolve.evaluation import evaluate_candidate, make_pool, prepared_data
 
 DASK = ["evaluation.backend=dask", "evaluation.scheduler=local", "evaluation.n_jobs=2"]
 ONE_AT_A_TIME = ["evolution.num_islands=1", "evolution.max_in_flight=1",
@@ -327,3 +327,34 @@ def test_run_on_a_separately_started_cluster(tmp_path, monkeypatch):
     assert allowed == 1
     rows = rows_by_generation(run_dir)
     assert rows[1]["valid"] == 1 and rows[2]["valid"] == 1, rows
+
+
+# ---------------------------------------------------------------- secrets
+
+ENVIRON_TASK = '''
+def evaluate_task(program_path, task, results_dir=None):
+    with open("/proc/self/environ", "rb") as handle:
+        environ = handle.read().decode("utf-8", "replace")
+    return {"correct": True, "error": None, "feedback": "", "metrics": {"environ": environ}}
+'''
+
+
+@pytest.mark.parametrize("backend", ["local", "dask"])
+def test_evaluation_workers_start_without_secrets(tmp_path, monkeypatch, backend):
+    """Not even in the environment they were started with (/proc/<pid>/environ)."""
+    (tmp_path / "environ_task.py").write_text(ENVIRON_TASK)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-worker-test")
+    monkeypatch.setenv("HF_TOKEN", "hf-worker-test")
+    (tmp_path / "x.py").write_text("VALUE = 1\n")
+    settings = EvaluationSettings(n_jobs=1, backend=backend, scheduler="local")
+    pool = make_pool(settings, "environ_task:evaluate_task", {})
+    try:
+        assert "OPENAI_API_KEY" not in os.environ and "HF_TOKEN" not in os.environ
+        result = pool.submit("environ_task:evaluate_task", str(tmp_path / "x.py"), {},
+                             None).result(timeout=120)
+    finally:
+        pool.shutdown()
+    environ = result["metrics"]["environ"]
+    assert "PATH=" in environ  # the worker's real environment was read
+    assert "worker-test" not in environ and "OPENAI_API_KEY" not in environ

@@ -219,3 +219,17 @@ def test_templates_hold_no_secrets_and_no_harness(monkeypatch):
     assert "torch" in maps  # pre-warmed
     assert not any(str(ROOT / "eplb") in path for path in server.read_paths)
     sandbox.shutdown_templates()
+
+
+def test_run_refuses_before_writing_anything_when_isolation_is_required(monkeypatch, capsys,
+                                                                         tmp_path):
+    import run_evo
+
+    weak = dict(jail.probe(), level="none", filesystem=False, seccomp=False, network=False,
+                signals=False, missing=["filesystem", "network", "signals", "seccomp"])
+    monkeypatch.setattr(jail, "probe", lambda: weak)
+    code = run_evo.main([f"results_root={tmp_path / 'results'}",
+                         "task.limits.isolation=required"])
+    assert code == 2
+    assert "limits.isolation is 'required'" in capsys.readouterr().err
+    assert not (tmp_path / "results").exists()
