@@ -50,7 +50,7 @@ from pathlib import Path
 
 import numpy as np
 
-from eplb import colocation, dynamic, placement, synthetic
+from eplb import colocation, dynamic, placement, sglang_trace, synthetic
 from eplb.config import TaskConfig, load_task_config, task_config_from_dict
 from eplb.placement import Scenario
 from eplb.workload import load_trace, make_windows
@@ -68,24 +68,44 @@ class CandidateError(RuntimeError):
     """The candidate failed or produced an invalid placement; the message says how."""
 
 
+def _resolve(task: TaskConfig, spec: str) -> Path:
+    """A trace path as given if it exists (or is absolute), else relative to the project."""
+    return Path(spec) if Path(spec).is_absolute() or Path(spec).exists() \
+        else task.resolve(spec)
+
+
+def _file_key(path: Path) -> tuple:
+    stat = path.stat() if path.is_file() else None
+    return str(path), stat and (stat.st_size, stat.st_mtime_ns)
+
+
 def load_windows(task: TaskConfig, workload: str | None = None) -> tuple[str, np.ndarray]:
-    """The task's windows (windows, layers, experts) and a name for them; cached per process."""
+    """The task's windows (windows, layers, experts) and a name for them; cached per process.
+
+    SGLang recorder files (eplb/sglang_trace.py) are windows already; other traces are
+    steps, summed into windows of rebalance_interval steps.
+    """
     spec = workload or task.workload
+    sglang = None if spec == "synthetic" else \
+        sglang_trace.sources(spec, lambda part: _resolve(task, part))
     if spec == "synthetic":
         key = ("synthetic", task.synthetic, task.rebalance_interval, task.max_windows)
+    elif sglang is not None:
+        key = ("sglang", *map(_file_key, sglang), task.rebalance_interval, task.max_windows)
     else:
-        path = Path(spec) if Path(spec).is_absolute() or Path(spec).exists() \
-            else task.resolve(spec)
-        stat = path.stat() if path.is_file() else None
-        key = (str(path), stat and (stat.st_size, stat.st_mtime_ns),
-               task.rebalance_interval, task.max_windows)
+        path = _resolve(task, spec)
+        key = (*_file_key(path), task.rebalance_interval, task.max_windows)
     if key not in _WINDOW_CACHE:
         if spec == "synthetic":
             name, steps = f"synthetic(seed={task.synthetic.seed})", synthetic.generate(
                 task.synthetic)
+        elif sglang is not None:
+            name, steps = sglang_trace.load_windows(sglang, task.rebalance_interval,
+                                                    task.max_windows)
         else:
             name, steps = path.name, load_trace(path)
-        windows = make_windows(steps, task.rebalance_interval, task.max_windows)
+        windows = steps if sglang is not None else \
+            make_windows(steps, task.rebalance_interval, task.max_windows)
         _WINDOW_CACHE.clear()
         _WINDOW_CACHE[key] = (name, windows)
     return _WINDOW_CACHE[key]
