@@ -55,8 +55,9 @@ def repair_text(report: dict) -> str:
     return (f"repaired {report['colocated_replicas']} colocated replicas in "
             f"{report['layers_with_colocated']} of {report['layers']} layers with "
             f"{report['swaps']} slot swaps between devices; balancedness_gpu on the window "
-            f"placed for {report['balancedness_gpu_before']:.4f} -> "
-            f"{report['balancedness_gpu_after']:.4f}")
+            f"placed for {report['balancedness_gpu_before']:.5f} -> "
+            f"{report['balancedness_gpu_after']:.5f} ("
+            f"{report['balancedness_gpu_after'] - report['balancedness_gpu_before']:+.5f})")
 
 
 def sglang_map(phy2log: np.ndarray, dense_layers: int = 0) -> dict:

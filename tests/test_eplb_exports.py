@@ -292,3 +292,20 @@ def test_policy_of_a_program_that_does_not_compile(task_file, tmp_path):
                "--map_format", "vllm-policy")
     assert done.returncode == 1 and "does not compile" in done.stderr
     assert not out.exists()
+
+
+def test_real_trace_exports_load_in_both_engines(real_sglang, tmp_path):
+    """From the real SGLang statistics: an SGLang map with the 3 dense layers back in
+    front (61 rows, as the recorder counts them) and a vLLM-Ascend map, both loadable and
+    the same placement."""
+    sglang_out, ascend_out = tmp_path / "expert_location.json", tmp_path / "eplb.json"
+    common = ("--program_path", "initial.py", "--workload", real_sglang)
+    done = cli(*common, "--export_map", sglang_out, "--map_format", "sglang",
+               "--dense_layers", 3)
+    assert done.returncode == 0, done.stderr
+    assert "repaired" in done.stdout
+    assert cli(*common, "--export_map", ascend_out).returncode == 0
+    sglang = sglang_load(json.loads(sglang_out.read_text()), 256, ep_size=32)
+    assert sglang.shape == (61, 288)
+    ascend = vllm_ascend_load(json.loads(ascend_out.read_text()), 256)
+    np.testing.assert_array_equal(sglang[3:], ascend)
