@@ -96,16 +96,16 @@ def load_windows(task: TaskConfig, workload: str | None = None) -> tuple[str, np
         path = _resolve(task, spec)
         key = (*_file_key(path), task.rebalance_interval, task.max_windows)
     if key not in _WINDOW_CACHE:
-        if spec == "synthetic":
-            name, steps = f"synthetic(seed={task.synthetic.seed})", synthetic.generate(
-                task.synthetic)
-        elif sglang is not None:
-            name, steps = sglang_trace.load_windows(sglang, task.rebalance_interval,
-                                                    task.max_windows)
+        if sglang is not None:
+            name, windows = sglang_trace.load_windows(sglang, task.rebalance_interval,
+                                                      task.max_windows)
         else:
-            name, steps = path.name, load_trace(path)
-        windows = steps if sglang is not None else \
-            make_windows(steps, task.rebalance_interval, task.max_windows)
+            if spec == "synthetic":
+                name, steps = f"synthetic(seed={task.synthetic.seed})", synthetic.generate(
+                    task.synthetic)
+            else:
+                name, steps = path.name, load_trace(path)
+            windows = make_windows(steps, task.rebalance_interval, task.max_windows)
         _WINDOW_CACHE.clear()
         _WINDOW_CACHE[key] = (name, windows)
     return _WINDOW_CACHE[key]
