@@ -3,11 +3,17 @@
     python evaluate.py --program_path initial.py [--workload synthetic|PATH]
                        [--results_dir DIR] [--task configs/task/eplb.yaml] [--set key=value ...]
     python evaluate.py --program_path P --export_map eplb.json [--map_window K] [--scenario S]
+                       [--map_format vllm-ascend|sglang|vllm-policy] [--dense_layers N]
     python evaluate.py --expert_map eplb.json [--scenario S] [--results_dir DIR]
     python evaluate.py --compare P1 P2 ... [--results_dir DIR]
 
 --export_map writes the candidate's placement for window K (default: the last window of
-the trace) as a vLLM-Ascend expert map for one scenario (default: the task's first).
+the trace) for one scenario (default: the task's first) as a vLLM-Ascend expert map, or
+with --map_format sglang as SGLang's --init-expert-location JSON (--dense_layers N rows
+in front for the model's dense layers). A placement with an expert twice on one device is
+repaired first (slot swaps between devices, reported), or refused when it cannot be.
+--map_format vllm-policy writes instead a self-contained Python file with a vLLM EPLB
+policy class running the program (no placement is computed).
 --expert_map scores a recorded static map: the same placement on every window.
 --compare evaluates each program on the same windows and prints one row per program.
 
@@ -24,7 +30,8 @@ import sys
 from dataclasses import asdict
 from pathlib import Path
 
-from eplb import expert_map
+from eplb import expert_map, exports
+from eplb.colocation import RepairError
 from eplb.config import TaskConfig, load_task_config
 from eplb.evaluator import CandidateError, evaluate_program, load_windows
 from eplb.placement import Scenario
@@ -59,6 +66,8 @@ def pick_scenario(task: TaskConfig, name: str | None) -> Scenario:
 
 def export_map(args: argparse.Namespace, task: TaskConfig) -> int:
     """Run the candidate on one window and write its placement as an expert map."""
+    if args.map_format == "vllm-policy":
+        return export_policy(args)
     scenario = pick_scenario(task, args.scenario)
     workload, windows = load_windows(task, args.workload)
     problems = scenario.problems(windows.shape[2])
@@ -75,12 +84,35 @@ def export_map(args: argparse.Namespace, task: TaskConfig) -> int:
     except (CandidateError, SandboxError) as exc:
         print(f"candidate failed: {exc}", file=sys.stderr)
         return 1
-    expert_map.save_map(args.export_map, expert_map.placement_to_map(phy2log, scenario.num_gpus))
+    try:
+        phy2log, repaired = exports.repair_for_export(phy2log, windows[window], scenario)
+    except RepairError as exc:
+        print(f"cannot export a loadable map: {exc}", file=sys.stderr)
+        return 1
+    if args.map_format == "sglang":
+        exports.save_sglang(args.export_map, phy2log, args.dense_layers)
+    else:
+        expert_map.save_map(args.export_map,
+                            expert_map.placement_to_map(phy2log, scenario.num_gpus))
     same = expert_map.score_static(phy2log, windows[window:window + 1], scenario)
-    print(f"wrote {args.export_map}: placement of {args.program_path} for window {window} of "
-          f"{workload}, scenario {scenario.name} ({phy2log.shape[0]} layers, "
+    print(f"wrote {args.export_map} ({args.map_format}): placement of {args.program_path} for "
+          f"window {window} of {workload}, scenario {scenario.name} ({phy2log.shape[0]} layers"
+          f"{f' after {args.dense_layers} dense ones' if args.dense_layers else ''}, "
           f"{scenario.num_gpus} devices x {phy2log.shape[1] // scenario.num_gpus} slots); "
-          f"balancedness_gpu on that window {same['balancedness_gpu']:.4f}")
+          f"balancedness_gpu on that window {same['balancedness_gpu']:.4f}\n"
+          f"{exports.repair_text(repaired)}")
+    return 0
+
+
+def export_policy(args: argparse.Namespace) -> int:
+    """Write the program as a self-contained vLLM EPLB policy file."""
+    try:
+        exports.save_vllm_policy(args.export_map, args.program_path)
+    except SyntaxError as exc:
+        print(f"candidate failed: {args.program_path} does not compile: {exc}", file=sys.stderr)
+        return 1
+    print(f"wrote {args.export_map} (vllm-policy): class EvolvedEplbPolicy running "
+          f"{args.program_path}'s rebalance_experts")
     return 0
 
 
@@ -163,6 +195,11 @@ def main(argv: list[str] | None = None) -> int:
                         help="write the candidate's placement as an expert map (no scoring)")
     parser.add_argument("--map_window", type=int, metavar="K",
                         help="with --export_map: the window to place for (default: the last)")
+    parser.add_argument("--map_format", choices=("vllm-ascend", "sglang", "vllm-policy"),
+                        help="with --export_map: the format written (default vllm-ascend)")
+    parser.add_argument("--dense_layers", type=int, metavar="N",
+                        help="with --map_format sglang: rows put first for the model's dense "
+                             "layers (3 for DeepSeek-V3/R1; default 0)")
     parser.add_argument("--expert_map", metavar="JSON",
                         help="score a static expert map on every window (no program needed)")
     parser.add_argument("--compare", nargs="+", metavar="PROGRAM",
@@ -183,6 +220,14 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("give exactly one of --program_path, --expert_map or --compare")
     if args.map_window is not None and not args.export_map:
         parser.error("--map_window needs --export_map")
+    if args.map_format and not args.export_map:
+        parser.error("--map_format needs --export_map")
+    if args.dense_layers is not None and args.map_format != "sglang":
+        parser.error("--dense_layers needs --map_format sglang")
+    if args.dense_layers is not None and args.dense_layers < 0:
+        parser.error("--dense_layers must be >= 0")
+    args.map_format = args.map_format or "vllm-ascend"
+    args.dense_layers = args.dense_layers or 0
     if args.scenario and not (args.export_map or args.expert_map):
         parser.error("--scenario needs --export_map or --expert_map")
     for path in [] if args.expert_map else args.compare or [args.program_path]:

@@ -52,6 +52,13 @@ class Timing:
 
 
 @dataclass(frozen=True)
+class PlacementRules:
+    """Placement properties that are valid but may be refused (see eplb/colocation.py)."""
+
+    colocated_replicas: Literal["report", "error"] = "report"
+
+
+@dataclass(frozen=True)
 class TaskConfig:
     """Everything the evaluator needs to score a candidate."""
 
@@ -70,6 +77,7 @@ class TaskConfig:
     score: ScoreWeights = field(default_factory=ScoreWeights)
     timing: Timing = field(default_factory=Timing)
     limits: Limits = field(default_factory=Limits)
+    placement_rules: PlacementRules = field(default_factory=PlacementRules)
 
     def resolve(self, relative: str) -> Path:
         """A path from the config, relative to the project root unless absolute."""

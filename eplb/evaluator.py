@@ -26,6 +26,10 @@ Per scenario, means over scored windows unless said otherwise:
   migration_fraction           migration / (layers * num_replicas)
   migration_bytes              migration_slots * rebalance.expert_bytes
   time_ms                      median call time over the windows the candidate was called
+  colocated_replicas           replicas on a GPU that already holds the same expert, in the
+                               deployed placement (eplb/colocation.py); per layer in
+                               colocated_replicas_per_layer. An error instead with
+                               placement_rules.colocated_replicas: error
 Overall values are means over scenarios, and
   speed_score      = min(1, speed_reference_s / mean call time)
   migration_score  = 1 - migration_fraction (1.0 when nothing moves)
@@ -46,7 +50,7 @@ from pathlib import Path
 
 import numpy as np
 
-from eplb import dynamic, placement, synthetic
+from eplb import colocation, dynamic, placement, sglang_trace, synthetic
 from eplb.config import TaskConfig, load_task_config, task_config_from_dict
 from eplb.placement import Scenario
 from eplb.workload import load_trace, make_windows
@@ -67,24 +71,44 @@ class CandidateError(RuntimeError):
     """The candidate failed or produced an invalid placement; the message says how."""
 
 
+def _resolve(task: TaskConfig, spec: str) -> Path:
+    """A trace path as given if it exists (or is absolute), else relative to the project."""
+    return Path(spec) if Path(spec).is_absolute() or Path(spec).exists() \
+        else task.resolve(spec)
+
+
+def _file_key(path: Path) -> tuple:
+    stat = path.stat() if path.is_file() else None
+    return str(path), stat and (stat.st_size, stat.st_mtime_ns)
+
+
 def load_windows(task: TaskConfig, workload: str | None = None) -> tuple[str, np.ndarray]:
-    """The task's windows (windows, layers, experts) and a name for them; cached per process."""
+    """The task's windows (windows, layers, experts) and a name for them; cached per process.
+
+    SGLang recorder files (eplb/sglang_trace.py) are windows already; other traces are
+    steps, summed into windows of rebalance_interval steps.
+    """
     spec = workload or task.workload
+    sglang = None if spec == "synthetic" else \
+        sglang_trace.sources(spec, lambda part: _resolve(task, part))
     if spec == "synthetic":
         key = ("synthetic", task.synthetic, task.rebalance_interval, task.max_windows)
+    elif sglang is not None:
+        key = ("sglang", *map(_file_key, sglang), task.rebalance_interval, task.max_windows)
     else:
-        path = Path(spec) if Path(spec).is_absolute() or Path(spec).exists() \
-            else task.resolve(spec)
-        stat = path.stat() if path.is_file() else None
-        key = (str(path), stat and (stat.st_size, stat.st_mtime_ns),
-               task.rebalance_interval, task.max_windows)
+        path = _resolve(task, spec)
+        key = (*_file_key(path), task.rebalance_interval, task.max_windows)
     if key not in _WINDOW_CACHE:
-        if spec == "synthetic":
-            name, steps = f"synthetic(seed={task.synthetic.seed})", synthetic.generate(
-                task.synthetic)
+        if sglang is not None:
+            name, windows = sglang_trace.load_windows(sglang, task.rebalance_interval,
+                                                      task.max_windows)
         else:
-            name, steps = path.name, load_trace(path)
-        windows = make_windows(steps, task.rebalance_interval, task.max_windows)
+            if spec == "synthetic":
+                name, steps = f"synthetic(seed={task.synthetic.seed})", synthetic.generate(
+                    task.synthetic)
+            else:
+                name, steps = path.name, load_trace(path)
+            windows = make_windows(steps, task.rebalance_interval, task.max_windows)
         _WINDOW_CACHE.clear()
         _WINDOW_CACHE[key] = (name, windows)
     return _WINDOW_CACHE[key]
@@ -139,6 +163,7 @@ def _run_scenario(box: Sandbox, windows: np.ndarray, scenario: Scenario, task: T
                 arrays["previous"] = deployed
             phy2log, logcnt, call_ms = ask_placement(box, request, arrays, layers, experts,
                                                      scenario, i, task, progress)
+            _check_colocation(phy2log, scenario, task, i)
             request["reset"] = observe["reset"] = False  # only a scenario's first message
             if deployed is not None and not due.all():
                 phy2log = np.where(due[:, None], phy2log, deployed)
@@ -146,6 +171,7 @@ def _run_scenario(box: Sandbox, windows: np.ndarray, scenario: Scenario, task: T
             moved = placement.migration(deployed, phy2log)
             deployed, counts = phy2log, logcnt
             nodes = placement.nodes_per_group(deployed, experts, scenario)
+            colocated = colocation.colocated_replicas(deployed, scenario.num_gpus)
             trigger.installed(loads[i], due)
         elif "history" in keywords and task.history_windows:
             observe_window(box, observe, windows[i], scenario, i)
@@ -168,6 +194,8 @@ def _run_scenario(box: Sandbox, windows: np.ndarray, scenario: Scenario, task: T
             "layers_updated": int(due.sum()),
             "migration": moved,
             "time_ms": call_ms,
+            "colocated_replicas": int(colocated.sum()),
+            "colocated_replicas_per_layer": colocated.tolist(),
         })
     return records
 
@@ -209,6 +237,22 @@ def observe_window(box: Sandbox, request: dict, window: np.ndarray, scenario: Sc
                              f"failed: {reply.get('error', reply)}")
 
 
+def _check_colocation(phy2log: np.ndarray, scenario: Scenario, task: TaskConfig,
+                      window: int) -> None:
+    """With placement_rules.colocated_replicas: error, refuse an expert twice on one GPU."""
+    if task.placement_rules.colocated_replicas != "error":
+        return
+    found = colocation.first_colocated(phy2log, scenario.num_gpus)
+    if found is not None:
+        layer, device, expert = found
+        total = int(colocation.colocated_replicas(phy2log, scenario.num_gpus).sum())
+        raise CandidateError(
+            f"invalid placement (scenario {scenario.name}, window {window}):\n  "
+            f"[colocated-replicas] layer {layer}, device {device} holds expert {expert} "
+            f"more than once ({total} colocated replicas in all; placement_rules."
+            "colocated_replicas is 'error')")
+
+
 def _check_timing(reply: dict, round_trip: float, scenario: Scenario, window: int) -> None:
     """The reported call times must account for the round trip measured here."""
     times, in_calls = reply.get("times"), reply.get("in_calls")
@@ -243,6 +287,9 @@ def _summarise(records: list[dict], scenario: Scenario, layers: int, task: TaskC
     summary["migration"] = float(np.mean(moves[1:])) if len(moves) > 1 else 0.0
     summary["migration_fraction"] = summary["migration"] / (layers * scenario.num_replicas)
     summary["time_ms"] = float(np.median([r["time_ms"] for r in called]))
+    summary["colocated_replicas"] = float(np.mean([r["colocated_replicas"] for r in records]))
+    summary["colocated_replicas_per_layer"] = np.mean(
+        [r["colocated_replicas_per_layer"] for r in records], axis=0).tolist()
     summary["scenario"] = asdict(scenario)
     summary["per_window"] = records
     return summary
@@ -326,6 +373,8 @@ def evaluate_program(program_path: str | os.PathLike, task: TaskConfig | None = 
     else:
         metrics = score(per_scenario, task)
         metrics["scenarios"] = per_scenario
+        metrics["colocated_replicas"] = float(np.mean(
+            [s["colocated_replicas"] for s in per_scenario.values()]))
         metrics["workload"] = workload_name
         metrics["windows_scored"] = int(len(windows) - 1 - task.rebalance.warmup_windows)
         metrics["rebalance"] = asdict(task.rebalance)

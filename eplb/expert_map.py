@@ -8,6 +8,9 @@
 layer l holds slots d*S .. d*S+S-1 of phy2log[l] (S slots per device, R = G * S).
 A map is checked before use; every problem is reported with its location
 (layer_list[i] / layer_id, device_list[j] / device_id, device_expert[k]).
+vLLM-Ascend builds each device's local map as expert_map[device_expert] = arange(S),
+so an expert listed twice on one device leaves a slot unreachable: such maps are
+neither written nor accepted (eplb/colocation.py repairs the placement first).
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from eplb import placement
+from eplb import colocation, placement
 from eplb.config import TaskConfig
 from eplb.evaluator import ask_placement, candidate_session, observe_window
 from eplb.placement import Scenario
@@ -39,6 +42,12 @@ def placement_to_map(phy2log: np.ndarray, num_gpus: int) -> dict:
     layers, replicas = phy2log.shape
     if num_gpus <= 0 or replicas % num_gpus:
         raise MapError(f"{replicas} slots do not split evenly over {num_gpus} devices")
+    found = colocation.first_colocated(phy2log, num_gpus)
+    if found is not None:
+        layer, device, expert = found
+        raise MapError(f"layer {layer}, device {device} holds expert {expert} more than once: "
+                       "vLLM-Ascend cannot address the second replica (repair the placement "
+                       "with eplb.colocation.repair first)")
     devices = phy2log.reshape(layers, num_gpus, replicas // num_gpus).tolist()
     return {"moe_layer_count": layers, "layer_list": [
         {"layer_id": layer, "device_count": num_gpus,
@@ -96,7 +105,15 @@ def _check_layer(entry, where: str, experts: int, num_gpus: int,
         elif device_id in by_id:
             problems.append(f"{at}: device_id {device_id} appears twice in the layer")
             ok = False
+        seen: dict[int, int] = {}
         for k, expert in enumerate(listed):
+            known = _is_int(expert) and 0 <= expert < experts
+            if known and expert in seen:
+                problems.append(f"{at}, device_expert[{k}]: expert {expert} is already at "
+                                f"device_expert[{seen[expert]}]; vLLM-Ascend maps an expert to "
+                                "one slot per device, so this slot would be unreachable")
+            elif known:
+                seen[expert] = k
             if not _is_int(expert):
                 problems.append(f"{at}, device_expert[{k}]: expert id {expert!r:.40} is not "
                                 "an integer")

@@ -51,4 +51,16 @@ def summary_text(metrics: dict) -> str:
         f"forecast loss (same-window minus next-window balancedness): "
         f"{metrics['forecast_loss_gpu']:.4f}   evaluation took {metrics['eval_seconds']:.1f} s",
     ]
+    if "colocated_replicas" in metrics:
+        lines.append(colocation_text(metrics))
     return "\n".join(lines)
+
+
+def colocation_text(metrics: dict) -> str:
+    """Colocated replicas (an expert twice on one GPU) per scenario and overall."""
+    parts = [f"{name} {s['colocated_replicas']:.1f} in "
+             f"{sum(x > 0 for x in s['colocated_replicas_per_layer'])}/"
+             f"{len(s['colocated_replicas_per_layer'])} layers at some window"
+             for name, s in metrics["scenarios"].items()]
+    return (f"colocated replicas (an expert twice on one GPU; mean per placement): "
+            f"{metrics['colocated_replicas']:.1f}   " + ", ".join(parts))

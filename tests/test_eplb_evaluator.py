@@ -374,3 +374,30 @@ def test_candidate_replacing_the_timed_call_is_caught():
     result = run("forges_place")
     assert result["correct"] is False
     assert "timing does not add up" in result["error"]
+
+
+# ---------------------------------------------------------------- colocated replicas
+
+
+def test_colocated_replicas_are_reported_per_layer_and_in_total():
+    result = run("colocates")
+    assert result["correct"], result["error"]
+    metrics = result["metrics"]
+    # hier: 9 replicas of expert 0 on GPUs of 5 slots -> 4 + 3 colocated per layer;
+    # glob: 17 replicas on GPUs of 8 slots -> 7 + 7 + 0
+    for name, per_layer in (("hier", 7), ("glob", 14)):
+        scenario = metrics["scenarios"][name]
+        assert scenario["colocated_replicas_per_layer"] == [per_layer] * 4
+        assert scenario["colocated_replicas"] == 4 * per_layer
+        assert {r["colocated_replicas"] for r in scenario["per_window"]} == {4 * per_layer}
+    assert metrics["colocated_replicas"] == (28 + 56) / 2
+    baseline = run(INITIAL)["metrics"]
+    assert baseline["colocated_replicas"] == np.mean(
+        [s["colocated_replicas"] for s in baseline["scenarios"].values()])
+
+
+def test_colocated_replicas_as_an_error_name_layer_device_expert():
+    task = make_task(placement_rules={"colocated_replicas": "error"})
+    message = failed("colocates", task)
+    assert "[colocated-replicas] layer 0, device 0 holds expert 0 more than once" in message
+    assert "scenario hier, window 0" in message and "28 colocated replicas in all" in message

@@ -12,6 +12,7 @@ from cli_helpers import cli, write_task
 
 import initial
 from eplb import placement
+from eplb.colocation import colocated_replicas, repair
 from eplb.config import task_config_from_dict
 from eplb.evaluator import load_windows
 from eplb.expert_map import (
@@ -39,15 +40,30 @@ TASK = {
     "limits": {"timeout_s": 30, "memory_mb": 2048},
 }
 TINY = Scenario("tiny", 24, 4, 2, 4)
+SIX = Scenario("six", 24, 4, 3, 6)
 EXPERTS = 16
 
 
 def placed(weight: np.ndarray, scenario: Scenario) -> np.ndarray:
-    """initial.py's phy2log for one window."""
+    """initial.py's phy2log for one window, repaired as the export does."""
     phy2log, _, _ = initial.rebalance_experts(
         torch.from_numpy(weight), scenario.num_replicas, scenario.num_groups,
         scenario.num_nodes, scenario.num_gpus)
-    return phy2log.numpy()
+    return repair(phy2log.numpy(), weight, scenario.num_gpus).phy2log
+
+
+def spread(rng, layers: int, experts: int, replicas: int, gpus: int) -> np.ndarray:
+    """A random placement with no expert twice on a GPU: each layer's replicas, sorted by
+    expert (each expert at most `gpus` times), dealt round-robin over the GPUs."""
+    rows = []
+    for _ in range(layers):
+        extra = rng.choice(np.repeat(np.arange(experts), gpus - 1), replicas - experts,
+                           replace=False)
+        dealt = np.sort(np.concatenate([np.arange(experts), extra]))
+        by_gpu = dealt.reshape(replicas // gpus, gpus).T  # item i on GPU i % gpus
+        relabel = rng.permutation(experts)
+        rows.append(rng.permuted(relabel[by_gpu], axis=1).ravel())
+    return np.array(rows)
 
 
 @pytest.fixture(scope="module")
@@ -67,10 +83,8 @@ def task_file(tmp_path):
 @pytest.mark.parametrize("layers,experts,replicas,gpus", [(3, 16, 24, 4), (2, 8, 8, 8),
                                                          (5, 32, 64, 16)])
 def test_round_trip_is_exact(tmp_path, layers, experts, replicas, gpus):
-    rng = np.random.default_rng(layers)
-    phy2log = np.concatenate([np.tile(np.arange(experts), (layers, 1)),
-                              rng.integers(0, experts, (layers, replicas - experts))], axis=1)
-    phy2log = rng.permuted(phy2log, axis=1)
+    phy2log = spread(np.random.default_rng(layers), layers, experts, replicas, gpus)
+    assert not colocated_replicas(phy2log, gpus).any()
     data = placement_to_map(phy2log, gpus)
     assert data["moe_layer_count"] == layers
     assert [entry["layer_id"] for entry in data["layer_list"]] == list(range(layers))
@@ -121,6 +135,10 @@ def _steal_expert(data, layer, expert, instead):
                                    for e in device["device_expert"]]
 
 
+def _twice(experts):
+    experts[3] = experts[0]
+
+
 BROKEN = {
     "layer count": (lambda d: _set(d, "moe_layer_count", 4),
                     ["map: moe_layer_count 4 but layer_list has 3 layers",
@@ -162,6 +180,11 @@ BROKEN = {
                 "layer_id 0, device_id 0 has 6: every device needs the same number of slots"]),
     "expert on no device": (lambda d: _steal_expert(d, 2, 5, 6),
                             ["layer_list[2] (layer_id 2): expert 5 is on no device"]),
+    "expert twice on a device": (lambda d: _twice(_device(d, 1, 2)["device_expert"]),
+                                 ["layer_list[1] (layer_id 1), device_list[2] (device_id 2), "
+                                  "device_expert[3]: expert ",
+                                  "is already at device_expert[0]; vLLM-Ascend maps an expert "
+                                  "to one slot per device"]),
     "missing layer_list": (lambda d: d.pop("layer_list"), ["map: missing key 'layer_list'"]),
     "missing device_list": (lambda d: _layer(d, 1).pop("device_list"),
                             ["layer_list[1] (layer_id 1): missing key 'device_list'"]),
@@ -223,18 +246,25 @@ def test_export_then_score_the_map(task_file, tmp_path):
     _, windows = load_windows(task)
     assert len(windows) == 4
     out = tmp_path / "eplb.json"
-    done = cli("--program_path", "initial.py", "--task", task_file, "--export_map", out)
+    done = cli("--program_path", "initial.py", "--task", task_file, "--export_map", out,
+               "--scenario", "six")
     assert done.returncode == 0, done.stderr
-    assert "window 3" in done.stdout and "scenario tiny" in done.stdout
-    phy2log = map_to_placement(load_map(out), EXPERTS, TINY)
-    np.testing.assert_array_equal(phy2log, placed(windows[-1], TINY))  # the last window
+    assert "window 3" in done.stdout and "scenario six" in done.stdout
+    phy2log = map_to_placement(load_map(out), EXPERTS, SIX)
+    np.testing.assert_array_equal(phy2log, placed(windows[-1], SIX))  # the last window
+    raw = initial.rebalance_experts(torch.from_numpy(windows[-1]), 24, 4, 3, 6)[0].numpy()
+    colocated = colocated_replicas(raw, 6)
+    assert colocated.sum() > 0 and not colocated_replicas(phy2log, 6).any()
+    assert (f"repaired {colocated.sum()} colocated replicas in {np.count_nonzero(colocated)} "
+            "of 3 layers with") in done.stdout
 
     results = tmp_path / "results"
-    done = cli("--expert_map", out, "--task", task_file, "--results_dir", results)
+    done = cli("--expert_map", out, "--task", task_file, "--results_dir", results,
+               "--scenario", "six")
     assert done.returncode == 0, done.stderr
     metrics = json.loads((results / "metrics.json").read_text())
     counts = placement.replica_counts(phy2log, EXPERTS)
-    expected = [placement.measure(w.astype(np.float64), phy2log, counts, TINY) for w in windows]
+    expected = [placement.measure(w.astype(np.float64), phy2log, counts, SIX) for w in windows]
     assert [r["window"] for r in metrics["per_window"]] == [0, 1, 2, 3]
     for row, balance in zip(metrics["per_window"], expected, strict=True):
         assert row["balancedness_gpu"] == pytest.approx(balance.gpu, abs=1e-12)
@@ -247,7 +277,7 @@ def test_export_then_score_the_map(task_file, tmp_path):
 
 
 def test_export_window_and_scenario(task_file, tmp_path):
-    six = Scenario("six", 24, 4, 3, 6)
+    six = SIX
     _, windows = load_windows(task_config_from_dict(TASK))
     out = tmp_path / "six.json"
     done = cli("--program_path", "initial.py", "--task", task_file, "--export_map", out,
@@ -261,6 +291,18 @@ def test_export_window_and_scenario(task_file, tmp_path):
     done = cli("--expert_map", out, "--task", task_file)
     assert done.returncode == 2
     assert "layer_list[0] (layer_id 0): 6 devices, but the scenario has 4 GPUs" in done.stderr
+
+
+def test_export_without_a_repair_is_refused_with_the_place(task_file, tmp_path):
+    """On 4 GPUs the baseline gives an expert 5 replicas: some GPU must hold it twice."""
+    out = tmp_path / "eplb.json"
+    for fmt in ("vllm-ascend", "sglang"):
+        done = cli("--program_path", "initial.py", "--task", task_file, "--export_map", out,
+                   "--map_format", fmt)
+        assert done.returncode == 1
+        assert re.search(r"cannot export a loadable map: layer \d+, device \d+: expert \d+ has "
+                         r"5 replicas but there are only 4 devices", done.stderr), done.stderr
+        assert not out.exists()
 
 
 def test_broken_map_exits_2_with_the_place(task_file, tmp_path, good_map):
