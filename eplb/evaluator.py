@@ -307,7 +307,9 @@ def feedback_text(metrics: dict) -> str:
             f"{s['no_replication_balancedness_gpu']:.4f}), worst window {worst['window']} "
             f"{worst['balancedness_gpu']:.4f}, {s['time_ms']:.2f} ms/call, "
             f"{s['rebalances']} rebalances, {s['migration']:.0f} slots moved per rebalance, "
-            f"a group's experts on {s['locality_nodes_per_group']:.2f} nodes")
+            f"a group's experts on {s['locality_nodes_per_group']:.2f} nodes, modelled MoE "
+            f"step {s['moe_time_ms']:.1f} ms = {s['throughput_vs_ideal']:.3f} of ideal "
+            f"({s['serving_throughput_vs_ideal']:.3f} with migration)")
     return "\n".join(lines)
 
 

@@ -8,7 +8,7 @@ import torch
 import initial
 from eplb import placement, serving
 from eplb.config import task_config_from_dict
-from eplb.evaluator import evaluate_program, load_windows
+from eplb.evaluator import evaluate_program, feedback_text, load_windows
 from evolve.config import ConfigError
 
 H800 = serving.PRESETS["h800_ib400"]
@@ -183,6 +183,9 @@ def test_evaluator_reports_the_model(modes):
     assert 0 < metrics["serving_throughput_vs_ideal"] < metrics["throughput_vs_ideal"] < 1
     assert metrics["throughput_vs_no_replication"] > 1
     assert 0 < metrics["migration_time_share"] < 1
+    hier = metrics["scenarios"]["hier"]
+    assert (f"modelled MoE step {hier['moe_time_ms']:.1f} ms = "
+            f"{hier['throughput_vs_ideal']:.3f} of ideal") in feedback_text(metrics)
 
 
 def test_async_migration_costs_less_than_stopping(modes):
