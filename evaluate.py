@@ -44,6 +44,10 @@ from evolve.sandbox import SandboxError, isolation_warning
 COMPARE_COLUMNS = ("balancedness_gpu", "balancedness_slot", "time_ms", "combined_score")
 OPTIONAL_COLUMNS = ("rebalances", "migration", "migration_slots", "migration_bytes",
                     "locality_nodes_per_group")
+# the step-time model (eplb/serving.py); the gain is against the task's initial program
+# when it is one of the programs compared
+SERVING_COLUMNS = ("throughput_vs_ideal", "serving_throughput_vs_ideal", "migration_seconds",
+                   "throughput_gain_vs_baseline")
 
 
 def evaluate(program_path: str, workload: str | None = None, results_dir: str | None = None,
@@ -153,13 +157,30 @@ def compare(args: argparse.Namespace, task: TaskConfig) -> int:
         result = evaluate_program(path, task, args.workload)
         row = {"program": path, "error": None if result["correct"] else result["error"]}
         if result["correct"]:
-            row.update({k: result["metrics"][k] for k in COMPARE_COLUMNS + OPTIONAL_COLUMNS
+            row.update({k: result["metrics"][k] for k in
+                        COMPARE_COLUMNS + OPTIONAL_COLUMNS + SERVING_COLUMNS
                         if k in result["metrics"]})
         rows.append(row)
+    add_baseline_gain(rows, task)
     if args.results_dir:
         write_json(Path(args.results_dir) / "compare.json", rows)
     print(json.dumps(rows, indent=2) if args.json else compare_table(rows))
     return 0
+
+
+def add_baseline_gain(rows: list[dict], task: TaskConfig) -> None:
+    """throughput_gain_vs_baseline = a program's serving throughput (migration included,
+    relative to the ideal) / the task's initial program's - 1, when that program is
+    among the rows and valid."""
+    initial = task.resolve(task.initial_program).resolve()
+    base = next((r for r in rows if r["error"] is None and Path(r["program"]).resolve()
+                 == initial and "serving_throughput_vs_ideal" in r), None)
+    if base is None:
+        return
+    for row in rows:
+        if row["error"] is None and "serving_throughput_vs_ideal" in row:
+            row["throughput_gain_vs_baseline"] = (row["serving_throughput_vs_ideal"]
+                                                  / base["serving_throughput_vs_ideal"] - 1)
 
 
 def _cell(key: str, value) -> str:
@@ -167,12 +188,15 @@ def _cell(key: str, value) -> str:
         return "-" if value is None else str(value)
     if key == "time_ms":
         return f"{value:.2f}"
+    if key == "throughput_gain_vs_baseline":
+        return f"{value:+.4f}"
     return f"{value:.4f}" if key in COMPARE_COLUMNS else f"{value:.6g}"
 
 
 def compare_table(rows: list[dict]) -> str:
     """One row per program: the fixed columns, optional ones that exist, or the error."""
-    columns = [*COMPARE_COLUMNS, *(k for k in OPTIONAL_COLUMNS if any(k in r for r in rows))]
+    columns = [*COMPARE_COLUMNS, *(k for k in OPTIONAL_COLUMNS + SERVING_COLUMNS
+                                   if any(k in r for r in rows))]
     cells = [[r["program"], *(_cell(k, r.get(k)) for k in columns)] for r in rows]
     widths = [max(len(x) for x in column) for column in
               zip(["program", *columns], *cells, strict=True)]

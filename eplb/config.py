@@ -6,6 +6,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Literal
 
+from eplb import serving
 from eplb.placement import Scenario
 from eplb.synthetic import SyntheticSpec
 from evolve.config import ConfigError, apply_overrides, from_dict, load_yaml
@@ -25,6 +26,9 @@ class ScoreWeights:
     migration: float = 0.0
     locality: float = 0.0
     speed_reference_s: float = 0.02
+    # what the balancedness weight scores: balancedness_gpu, or the modelled serving
+    # throughput including migration (serving_throughput_vs_ideal, eplb/serving.py)
+    target: Literal["balancedness", "throughput"] = "balancedness"
 
 
 @dataclass(frozen=True)
@@ -37,6 +41,30 @@ class Rebalance:
     similarity: float = 0.95
     warmup_windows: int = 0
     expert_bytes: int = 0
+    # how a migration costs serving time (eplb/serving.py): the engine stops while the
+    # weights move, or keeps serving with the old placement until they have arrived
+    migration_mode: Literal["stop_the_world", "async"] = "stop_the_world"
+
+
+@dataclass(frozen=True)
+class HardwareSpec:
+    """A named preset of eplb/serving.py, with any of its numbers replaced."""
+
+    preset: str = "h800_ib400"
+    achievable_tflops: float | None = None
+    intra_node_gbps: float | None = None
+    inter_node_gbps: float | None = None
+    hidden_size: int | None = None
+    moe_intermediate_size: int | None = None
+    dispatch_bytes: float | None = None
+    combine_bytes: float | None = None
+    experts_per_token: int | None = None
+    groups_per_token: int | None = None
+
+    def resolve(self) -> serving.Hardware:
+        """The preset with the overrides applied; ValueError names the presets."""
+        overrides = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "preset"}
+        return serving.hardware(self.preset, **overrides)
 
 
 @dataclass(frozen=True)
@@ -72,6 +100,7 @@ class TaskConfig:
     synthetic: SyntheticSpec = field(default_factory=SyntheticSpec)
     scenarios: tuple[Scenario, ...] = (Scenario("default", 288, 8, 4, 32),)
     rebalance: Rebalance = field(default_factory=Rebalance)
+    hardware: HardwareSpec = field(default_factory=HardwareSpec)
     history_windows: int = 8
     references: tuple[str, ...] = ()  # reference programs ranked beside evolved ones
     score: ScoreWeights = field(default_factory=ScoreWeights)
@@ -109,10 +138,14 @@ def task_config_from_dict(data: dict) -> TaskConfig:
                 "limits.call_timeout_s": (config.limits.call_timeout_s, 0.1),
                 "limits.memory_mb": (config.limits.memory_mb, 64)}
     minimums.update({f"score.{f.name}": (getattr(config.score, f.name), 0)
-                     for f in fields(ScoreWeights)})
+                     for f in fields(ScoreWeights) if f.name != "target"})
     for key, (value, minimum) in minimums.items():
         if value < minimum:
             raise ConfigError(f"task.{key} must be >= {minimum}; got {value}")
+    try:
+        config.hardware.resolve()
+    except ValueError as exc:
+        raise ConfigError(f"task.hardware: {exc}") from None
     weights = config.score
     if weights.balancedness + weights.speed + weights.migration + weights.locality <= 0:
         raise ConfigError("task.score: the weights must not all be 0")

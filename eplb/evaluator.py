@@ -30,12 +30,24 @@ Per scenario, means over scored windows unless said otherwise:
                                deployed placement (eplb/colocation.py); per layer in
                                colocated_replicas_per_layer. An error instead with
                                placement_rules.colocated_replicas: error
+Serving (the step-time model of eplb/serving.py, hardware from `hardware:`):
+  moe_time_ms, ideal_moe_time_ms  modelled MoE time per step of the placement, and of a
+                               perfectly balanced one with every group on one node
+  throughput_vs_ideal          ideal_moe_time / moe_time (placement only, 1.0 = ideal)
+  migration_seconds            per rebalance that replaced a placement (the first: none)
+  migration_time_share         share of the window's serving time the migration costs
+                               (stop-the-world stall, or the async lag on the old placement)
+  serving_throughput_vs_ideal  ideal window time / window time including migration
+  throughput_vs_no_replication no-replication layout's window time / window time
+                               including migration (> 1: faster than no replication)
 Overall values are means over scenarios, and
   speed_score      = min(1, speed_reference_s / mean call time)
   migration_score  = 1 - migration_fraction (1.0 when nothing moves)
   locality_score   = 1 / locality_nodes_per_group
-  combined_score   = (w_b * balancedness_gpu + w_s * speed_score + w_m * migration_score
-                      + w_l * locality_score) / (w_b + w_s + w_m + w_l), weights `score:`.
+  combined_score   = (w_b * B + w_s * speed_score + w_m * migration_score
+                      + w_l * locality_score) / (w_b + w_s + w_m + w_l), weights `score:`,
+                     B = balancedness_gpu, or serving_throughput_vs_ideal with
+                     score.target = throughput.
 """
 
 from __future__ import annotations
@@ -50,7 +62,7 @@ from pathlib import Path
 
 import numpy as np
 
-from eplb import colocation, dynamic, placement, sglang_trace, synthetic
+from eplb import colocation, dynamic, placement, serving, sglang_trace, synthetic
 from eplb.config import TaskConfig, load_task_config, task_config_from_dict
 from eplb.placement import Scenario
 from eplb.workload import load_trace, make_windows
@@ -151,9 +163,11 @@ def _run_scenario(box: Sandbox, windows: np.ndarray, scenario: Scenario, task: T
     plain = placement.no_replication_gpu(loads[1:], scenario)  # the candidate plays no part
     group_tokens = loads.reshape(len(loads), layers, scenario.num_groups, -1).sum(axis=3)
     trigger = dynamic.Trigger(task.rebalance, layers)
+    cost = _ServingCost(task, scenario, loads, experts)
     records: list[dict] = []
     deployed = counts = nodes = None
     for i in range(len(windows) - 1):
+        before = (deployed, counts)
         due = trigger.due(i, loads[i], records[-1]["balancedness_gpu"] if records else None)
         called, moved, call_ms = bool(due.any()), 0, None
         if called:
@@ -196,8 +210,46 @@ def _run_scenario(box: Sandbox, windows: np.ndarray, scenario: Scenario, task: T
             "time_ms": call_ms,
             "colocated_replicas": int(colocated.sum()),
             "colocated_replicas_per_layer": colocated.tolist(),
+            **cost.window(i, deployed, counts, *before, moved),
         })
     return records
+
+
+class _ServingCost:
+    """One scenario's step-time model (eplb/serving.py) over the scored windows."""
+
+    def __init__(self, task: TaskConfig, scenario: Scenario, loads: np.ndarray, experts: int):
+        self.hw = task.hardware.resolve()
+        self.topo = serving.Topology(scenario.num_replicas, scenario.num_gpus,
+                                     scenario.num_nodes, scenario.num_groups, experts)
+        self.loads, self.steps = loads, task.rebalance_interval
+        self.mode, self.expert_bytes = task.rebalance.migration_mode, task.rebalance.expert_bytes
+        self.ideal = serving.ideal_layer_seconds(loads[1:], self.topo, self.hw).sum(axis=1)
+        self.plain = serving.no_replication_seconds(loads[1:], self.topo, self.hw).sum(axis=1)
+
+    def window(self, i: int, deployed: np.ndarray, counts: np.ndarray,
+               old: np.ndarray | None, old_counts: np.ndarray | None, moved: int) -> dict:
+        """The serving metrics of window i+1 under `deployed`, installed at boundary i
+        over `old` (moving `moved` slots)."""
+        load = self.loads[i + 1]
+        new_s = float(serving.placement_seconds(load, deployed, counts, self.topo,
+                                                self.hw).sum())
+        migration_s = old_s = 0.0
+        if moved:
+            migration_s = serving.migration_seconds(old, deployed, self.topo, self.hw,
+                                                    self.expert_bytes)
+            if self.mode == "async":
+                old_s = float(serving.placement_seconds(load, old, old_counts, self.topo,
+                                                        self.hw).sum())
+        served_s = serving.window_seconds(new_s, old_s, migration_s, self.mode)
+        ideal_s, plain_s = float(self.ideal[i]), float(self.plain[i])
+        return {"moe_time_ms": 1000 * new_s / self.steps,
+                "ideal_moe_time_ms": 1000 * ideal_s / self.steps,
+                "throughput_vs_ideal": ideal_s / new_s if new_s > 0 else 1.0,
+                "migration_seconds": migration_s,
+                "migration_time_share": (served_s - new_s) / served_s if served_s > 0 else 0.0,
+                "serving_throughput_vs_ideal": ideal_s / served_s if served_s > 0 else 1.0,
+                "throughput_vs_no_replication": plain_s / served_s if served_s > 0 else 1.0}
 
 
 def ask_placement(box: Sandbox, request: dict, arrays: dict, layers: int, experts: int,
@@ -271,7 +323,9 @@ def _check_timing(reply: dict, round_trip: float, scenario: Scenario, window: in
 
 MEANS = ("balancedness_gpu", "balancedness_slot", "balancedness_node",
          "same_window_balancedness_gpu", "no_replication_balancedness_gpu",
-         "locality_nodes_per_group", "locality_nodes_per_group_weighted")
+         "locality_nodes_per_group", "locality_nodes_per_group_weighted",
+         "moe_time_ms", "ideal_moe_time_ms", "throughput_vs_ideal", "migration_time_share",
+         "serving_throughput_vs_ideal", "throughput_vs_no_replication")
 
 
 def _summarise(records: list[dict], scenario: Scenario, layers: int, task: TaskConfig) -> dict:
@@ -286,6 +340,8 @@ def _summarise(records: list[dict], scenario: Scenario, layers: int, task: TaskC
     # the first installation replaces no candidate placement: not a migration
     summary["migration"] = float(np.mean(moves[1:])) if len(moves) > 1 else 0.0
     summary["migration_fraction"] = summary["migration"] / (layers * scenario.num_replicas)
+    seconds = [r["migration_seconds"] for r in called]
+    summary["migration_seconds"] = float(np.mean(seconds[1:])) if len(seconds) > 1 else 0.0
     summary["time_ms"] = float(np.median([r["time_ms"] for r in called]))
     summary["colocated_replicas"] = float(np.mean([r["colocated_replicas"] for r in records]))
     summary["colocated_replicas_per_layer"] = np.mean(
@@ -299,7 +355,7 @@ def score(per_scenario: dict[str, dict], task: TaskConfig) -> dict:
     """Overall metrics from per-scenario summaries (means over scenarios); see the module
     docstring for the formulas."""
     keys = (*MEANS, "migration", "migration_fraction", "rebalances", "layers_updated",
-            "migration_slots", "migration_bytes")
+            "migration_slots", "migration_bytes", "migration_seconds")
     metrics = {k: float(np.mean([s[k] for s in per_scenario.values()])) for k in keys}
     call_ms = [r["time_ms"] for s in per_scenario.values() for r in s["per_window"]
                if r["time_ms"] is not None]
@@ -311,7 +367,9 @@ def score(per_scenario: dict[str, dict], task: TaskConfig) -> dict:
     metrics["migration_score"] = 1.0 - metrics["migration_fraction"]
     metrics["locality_score"] = 1.0 / metrics["locality_nodes_per_group"]
     total = weights.balancedness + weights.speed + weights.migration + weights.locality
-    metrics["combined_score"] = (weights.balancedness * metrics["balancedness_gpu"]
+    target = "serving_throughput_vs_ideal" if weights.target == "throughput" \
+        else "balancedness_gpu"
+    metrics["combined_score"] = (weights.balancedness * metrics[target]
                                  + weights.speed * metrics["speed_score"]
                                  + weights.migration * metrics["migration_score"]
                                  + weights.locality * metrics["locality_score"]) / total
@@ -331,7 +389,9 @@ def feedback_text(metrics: dict) -> str:
             f"{s['no_replication_balancedness_gpu']:.4f}), worst window {worst['window']} "
             f"{worst['balancedness_gpu']:.4f}, {s['time_ms']:.2f} ms/call, "
             f"{s['rebalances']} rebalances, {s['migration']:.0f} slots moved per rebalance, "
-            f"a group's experts on {s['locality_nodes_per_group']:.2f} nodes")
+            f"a group's experts on {s['locality_nodes_per_group']:.2f} nodes, modelled MoE "
+            f"step {s['moe_time_ms']:.1f} ms = {s['throughput_vs_ideal']:.3f} of ideal "
+            f"({s['serving_throughput_vs_ideal']:.3f} with migration)")
     return "\n".join(lines)
 
 

@@ -153,7 +153,8 @@ def test_reply_kinds_are_recorded_and_reported(tmp_path, llm_server, monkeypatch
     assert list(board["score"]) == [p["score"] for p in ranked]
     # reference policies are ranked on the leaderboard but are not the run's best
     assert {p["id"] for p in ranked if p["patch_type"] == "reference"} == {
-        "ref-deepseek_global", "ref-no_replication", "ref-ema_hierarchical"}
+        "ref-deepseek_global", "ref-no_replication", "ref-ema_hierarchical",
+        "ref-waterfill_lpt", "ref-flashlb_hotness", "ref-swift_bounded"}
     evolved = [p for p in ranked if p["patch_type"] != "reference"]
     assert (run_dir / "best" / "program.py").read_text() == evolved[0]["code"]
     best = json.loads((run_dir / "best" / "metrics.json").read_text())

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from cli_helpers import cli, write_task
+from cli_helpers import SMALL_TASK, cli, write_task
 from evo_helpers import NO_SPEED, programs, run_in_process
 
 import initial
@@ -21,7 +21,8 @@ from evolve.records import Program
 
 ROOT = Path(__file__).resolve().parents[1]
 RAISES = Path(__file__).resolve().parent / "candidates" / "raises.py"
-POLICIES = ("deepseek_global", "no_replication", "ema_hierarchical")  # the baseline: initial.py
+POLICIES = ("deepseek_global", "no_replication", "ema_hierarchical", "waterfill_lpt",
+            "flashlb_hotness", "swift_bounded")  # the baseline: initial.py
 # (layers, experts, replicas, groups, nodes, gpus): hierarchical, global forced (4 % 3),
 # no redundant slot, more than one extra replica per expert, a larger one
 SHAPES = [(3, 16, 24, 4, 2, 4), (2, 16, 24, 4, 3, 6), (2, 8, 8, 2, 2, 4),
@@ -224,3 +225,27 @@ def test_references_are_ranked_but_never_parents(tmp_path, monkeypatch, caplog):
         {k: v["created_at"] for k, v in refs.items()}
     assert sorted(p["generation"] for p in children()) == [1, 2, 3, 4, 5, 6]
     assert not any((p["parent_id"] or "").startswith("ref-") for p in children())
+
+
+def test_compare_shows_the_serving_columns(tmp_path):
+    task = write_task(tmp_path, {**SMALL_TASK, "rebalance": {"expert_bytes": 44040192}})
+    listed = ["policies/no_replication.py", "initial.py", "policies/swift_bounded.py"]
+    done = cli("--compare", *listed, "--task", task, "--json")
+    assert done.returncode == 0, done.stderr
+    plain, base, bounded = json.loads(done.stdout)
+    assert base["throughput_gain_vs_baseline"] == 0
+    for row in (plain, bounded):
+        assert row["throughput_gain_vs_baseline"] == pytest.approx(
+            row["serving_throughput_vs_ideal"] / base["serving_throughput_vs_ideal"] - 1)
+    assert plain["throughput_gain_vs_baseline"] < 0  # no replication is slower
+    assert plain["migration_seconds"] == 0 < base["migration_seconds"]
+    assert 0 < base["serving_throughput_vs_ideal"] < base["throughput_vs_ideal"] < 1
+    table = cli("--compare", *listed, "--task", task)
+    header = table.stdout.splitlines()[0].split()
+    for key in ("throughput_vs_ideal", "serving_throughput_vs_ideal", "migration_seconds",
+                "throughput_gain_vs_baseline"):
+        assert key in header
+    assert table.stdout.splitlines()[2].split()[-1] == "+0.0000"
+    # without the baseline among the programs there is nothing to compare against
+    alone = json.loads(cli("--compare", listed[0], "--task", task, "--json").stdout)
+    assert "throughput_gain_vs_baseline" not in alone[0]

@@ -1,0 +1,206 @@
+"""The step-time model (eplb/serving.py): sanity properties, migration, config, and the
+serving metrics the evaluator reports."""
+
+import numpy as np
+import pytest
+import torch
+
+import initial
+from eplb import placement, serving
+from eplb.config import task_config_from_dict
+from eplb.evaluator import evaluate_program, feedback_text, load_windows
+from evolve.config import ConfigError
+
+H800 = serving.PRESETS["h800_ib400"]
+# 2 nodes x 2 GPUs x 2 slots; 4 groups of 2 experts
+TOPO = serving.Topology(num_replicas=8, num_gpus=4, num_nodes=2, num_groups=4, experts=8)
+
+
+def seconds(load, phy2log, topo=TOPO, hw=H800):
+    phy2log = np.asarray(phy2log)
+    counts = placement.replica_counts(phy2log, topo.experts)
+    return serving.placement_seconds(np.asarray(load, dtype=float), phy2log, counts, topo, hw)
+
+
+def test_a_balanced_placement_of_packed_groups_is_ideal():
+    load = np.array([[5.0, 5, 3, 7, 5, 5, 1, 9]])  # every GPU (expert pair) carries 10
+    packed = np.array([[0, 1, 2, 3, 4, 5, 6, 7]])  # group g on GPU g: one node per group
+    assert seconds(load, packed) == pytest.approx(serving.ideal_layer_seconds(load, TOPO, H800))
+    # experts 1 and 5 swap nodes: the same GPU loads, groups 0 and 2 on two nodes each
+    split = np.array([[0, 5, 2, 3, 4, 1, 6, 7]])
+    assert placement.slot_loads(load, split, np.ones((1, 8))).reshape(4, 2).sum(1).tolist() \
+        == [10] * 4
+    assert seconds(load, split)[0] > seconds(load, packed)[0]
+
+
+def test_the_ideal_is_a_lower_bound():
+    rng = np.random.default_rng(0)
+    for _ in range(50):
+        load = rng.integers(0, 100, (3, 8)).astype(float)
+        phy2log = np.stack([rng.permutation(8) for _ in range(3)])
+        ideal = serving.ideal_layer_seconds(load, TOPO, H800)
+        assert (seconds(load, phy2log) >= ideal * (1 - 1e-12)).all()
+
+
+def test_more_network_traffic_is_never_faster():
+    rng = np.random.default_rng(1)
+    gpus = rng.uniform(0, 100, (5, 4))
+    transfers = rng.uniform(0, 100, (5, 2))
+    base = serving.layer_seconds(gpus, transfers, TOPO, H800)
+    for _ in range(20):
+        more = transfers + rng.uniform(0, 50, transfers.shape) * (rng.random((5, 2)) < 0.5)
+        assert (serving.layer_seconds(gpus, more, TOPO, H800) >= base).all()
+    # a group spread over more nodes sends more transfers (same group load)
+    one = serving.network_transfers(np.array([[[8.0, 0.0]]]), TOPO, H800)
+    two = serving.network_transfers(np.array([[[4.0, 4.0]]]), TOPO, H800)
+    assert two.sum() > one.sum()
+    # and a slower network is never faster
+    slow = serving.hardware("h800_ib400", inter_node_gbps=10.0)
+    assert (serving.layer_seconds(gpus, transfers, TOPO, slow) > base).all()
+
+
+def test_one_node_has_no_network_traffic():
+    topo = serving.Topology(8, 4, 1, 4, 8)
+    load = np.array([[5.0, 5, 3, 7, 6, 4, 1, 9]])
+    assert serving.network_transfers(np.ones((1, 4, 1)), topo, H800).sum() == 0
+    expected = 10 * (H800.seconds_per_copy + 0.75 * H800.bytes_per_copy / 155e9)
+    assert seconds(load, [[0, 1, 2, 3, 4, 5, 6, 7]], topo)[0] == pytest.approx(expected)
+
+
+def test_no_replication_is_slower_than_the_baseline():
+    windows = load_windows(small_task())[1].astype(float)
+    for spec in SCENARIOS:
+        scenario = placement.Scenario(**spec)
+        topo = serving.Topology(scenario.num_replicas, scenario.num_gpus, scenario.num_nodes,
+                                scenario.num_groups, windows.shape[2])
+        phy2log, _, logcnt = (t.numpy() for t in initial.rebalance_experts(
+            torch.from_numpy(windows[0].astype(np.int64)), scenario.num_replicas,
+            scenario.num_groups, scenario.num_nodes, scenario.num_gpus))
+        ours = serving.placement_seconds(windows[1], phy2log, logcnt, topo, H800).sum()
+        plain = serving.no_replication_seconds(windows[1], topo, H800).sum()
+        ideal = serving.ideal_layer_seconds(windows[1], topo, H800).sum()
+        assert ideal < ours < plain
+
+
+def test_migration_seconds():
+    before = np.array([[0, 1, 2, 3, 4, 5, 6, 7]])
+    assert serving.migration_seconds(None, before, TOPO, H800, 1e9) == 0
+    assert serving.migration_seconds(before, before.copy(), TOPO, H800, 1e9) == 0
+    # slot 1 (GPU 0, node 0) loads expert 2, which node 0 had (slot 2): NVLink
+    local = np.array([[0, 2, 2, 3, 4, 5, 6, 7]])
+    assert serving.migration_seconds(before, local, TOPO, H800, 1e9) == pytest.approx(1 / 155)
+    # expert 5 lived on node 1 only: over the network, slower
+    remote = np.array([[0, 5, 2, 3, 4, 5, 6, 7]])
+    assert serving.migration_seconds(before, remote, TOPO, H800, 1e9) == pytest.approx(1 / 45)
+    # the busiest GPU counts: two remote loads on GPU 0, one on GPU 3
+    both = np.array([[5, 6, 2, 3, 4, 5, 6, 0]])
+    assert serving.migration_seconds(before, both, TOPO, H800, 1e9) == pytest.approx(2 / 45)
+
+
+def test_window_seconds_by_migration_mode():
+    assert serving.window_seconds(2.0, 3.0, 0.0, "async") == 2.0
+    assert serving.window_seconds(2.0, 3.0, 0.5, "stop_the_world") == 2.5
+    # async: the old placement serves the first 0.6 s of a 3 s window (a fifth of it)
+    assert serving.window_seconds(2.0, 3.0, 0.6, "async") == pytest.approx(0.2 * 3 + 0.8 * 2)
+    assert serving.window_seconds(2.0, 3.0, 9.0, "async") == 3.0
+
+
+def test_hardware_presets_and_overrides():
+    assert serving.hardware("h800_ib400") == H800
+    assert serving.hardware("h20_ib400").seconds_per_copy > H800.seconds_per_copy
+    assert H800.seconds_per_copy == pytest.approx(6 * 7168 * 2048 / 1e15)
+    assert serving.hardware("h800_ib400", inter_node_gbps=25).inter_node_gbps == 25
+    with pytest.raises(ValueError, match="h20_ib400, h800_ib400"):
+        serving.hardware("tpu")
+    with pytest.raises(ValueError, match="inter_node_gbps"):
+        serving.hardware("h800_ib400", inter_node_gbps=0)
+
+
+# ---------------------------------------------------------------- config and evaluator
+
+SCENARIOS = [
+    {"name": "hier", "num_replicas": 40, "num_groups": 4, "num_nodes": 2, "num_gpus": 8},
+    {"name": "glob", "num_replicas": 48, "num_groups": 4, "num_nodes": 3, "num_gpus": 6},
+]
+
+
+def small_task(**changes):
+    data = {"synthetic": {"steps": 400, "layers": 4, "experts": 32, "seed": 0},
+            "rebalance_interval": 100, "scenarios": SCENARIOS,
+            "rebalance": {"expert_bytes": 44040192},
+            "timing": {"warmup": 0, "repeats": 1},
+            "limits": {"timeout_s": 30, "memory_mb": 2048}}
+    for key, value in changes.items():
+        data[key] = {**data.get(key, {}), **value}
+    return task_config_from_dict(data)
+
+
+def test_config_names_the_presets():
+    with pytest.raises(ConfigError, match="unknown hardware preset 'a100'.*h800_ib400"):
+        small_task(hardware={"preset": "a100"})
+    with pytest.raises(ConfigError, match="migration_mode"):
+        small_task(rebalance={"migration_mode": "later"})
+    with pytest.raises(ConfigError, match="score.target"):
+        small_task(score={"target": "speed"})
+    task = small_task(hardware={"preset": "h20_ib400", "achievable_tflops": 100})
+    assert task.hardware.resolve().achievable_tflops == 100
+    assert small_task().score.target == "balancedness"  # the published score by default
+
+
+@pytest.fixture(scope="module")
+def modes():
+    return {mode: evaluate_program(initial.__file__, small_task(
+        rebalance={"migration_mode": mode}))["metrics"] for mode in ("stop_the_world", "async")}
+
+
+def test_evaluator_reports_the_model(modes):
+    metrics = modes["stop_the_world"]
+    task = small_task()
+    windows = load_windows(task)[1].astype(float)
+    hw = task.hardware.resolve()
+    for spec in SCENARIOS:
+        scenario = placement.Scenario(**spec)
+        topo = serving.Topology(scenario.num_replicas, scenario.num_gpus, scenario.num_nodes,
+                                scenario.num_groups, 32)
+        summary = metrics["scenarios"][scenario.name]
+        previous = None
+        for i, record in enumerate(summary["per_window"]):
+            phy2log, _, logcnt = (t.numpy() for t in initial.rebalance_experts(
+                torch.from_numpy(windows[i].astype(np.int64)), scenario.num_replicas,
+                scenario.num_groups, scenario.num_nodes, scenario.num_gpus))
+            new_s = serving.placement_seconds(windows[i + 1], phy2log, logcnt, topo, hw).sum()
+            ideal_s = serving.ideal_layer_seconds(windows[i + 1], topo, hw).sum()
+            move_s = serving.migration_seconds(previous, phy2log, topo, hw, 44040192)
+            assert record["moe_time_ms"] == pytest.approx(1000 * new_s / 100)
+            assert record["throughput_vs_ideal"] == pytest.approx(ideal_s / new_s)
+            assert record["migration_seconds"] == pytest.approx(move_s)
+            assert record["serving_throughput_vs_ideal"] == pytest.approx(
+                ideal_s / (new_s + move_s))
+            assert (move_s == 0) == (i == 0)
+            previous = phy2log
+        moves = [r["migration_seconds"] for r in summary["per_window"][1:]]
+        assert summary["migration_seconds"] == pytest.approx(np.mean(moves))
+    assert 0 < metrics["serving_throughput_vs_ideal"] < metrics["throughput_vs_ideal"] < 1
+    assert metrics["throughput_vs_no_replication"] > 1
+    assert 0 < metrics["migration_time_share"] < 1
+    hier = metrics["scenarios"]["hier"]
+    assert (f"modelled MoE step {hier['moe_time_ms']:.1f} ms = "
+            f"{hier['throughput_vs_ideal']:.3f} of ideal") in feedback_text(metrics)
+
+
+def test_async_migration_costs_less_than_stopping(modes):
+    stop, lag = modes["stop_the_world"], modes["async"]
+    assert lag["throughput_vs_ideal"] == stop["throughput_vs_ideal"]
+    assert lag["migration_seconds"] == stop["migration_seconds"]
+    assert lag["serving_throughput_vs_ideal"] > stop["serving_throughput_vs_ideal"]
+    assert 0 < lag["migration_time_share"] < stop["migration_time_share"]
+
+
+def test_score_target_throughput(modes):
+    task = small_task(score={"target": "throughput"})
+    metrics = evaluate_program(initial.__file__, task)["metrics"]
+    assert metrics["combined_score"] == pytest.approx(
+        (metrics["serving_throughput_vs_ideal"] + metrics["speed_score"]) / 2)
+    stop = modes["stop_the_world"]
+    assert stop["combined_score"] == pytest.approx(
+        (stop["balancedness_gpu"] + stop["speed_score"]) / 2)
