@@ -20,10 +20,10 @@ from tqdm import tqdm
 
 from evolve import patches, selection
 from evolve.bandit import make_model_selector
-from evolve.config import RunConfig
+from evolve.config import ModelConfig, RunConfig
 from evolve.database import Database
 from evolve.evaluation import make_pool
-from evolve.llm import LLMClient, ModelConfig, estimate_tokens, max_call_cost
+from evolve.llm import LLMClient, estimate_tokens, max_call_cost
 from evolve.offline import offline_mutation
 from evolve.population import Population
 from evolve.prompts import PromptTooLong

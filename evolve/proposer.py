@@ -11,8 +11,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from evolve import selection
-from evolve.config import RunConfig
-from evolve.llm import ModelConfig, estimate_tokens
+from evolve.config import ModelConfig, RunConfig
+from evolve.llm import estimate_tokens
 from evolve.population import Population, top
 from evolve.prompts import Prompt, build_prompt
 from evolve.records import Program

@@ -88,7 +88,7 @@ class Tournament:
         return ranked[min(picked)]
 
 
-_SELECTORS = {
+PARENT_SELECTORS = {
     "power_law": PowerLawRank,
     "weighted_sigmoid": WeightedSigmoid,
     "tournament": Tournament,
@@ -97,9 +97,10 @@ _SELECTORS = {
 
 def make_parent_selector(kind: str, **options) -> PowerLawRank | WeightedSigmoid | Tournament:
     """Build a parent selector by name: power_law, weighted_sigmoid or tournament."""
-    if kind not in _SELECTORS:
-        raise ValueError(f"unknown parent selector {kind!r}; valid kinds: {sorted(_SELECTORS)}")
-    return _SELECTORS[kind](**options)
+    if kind not in PARENT_SELECTORS:
+        raise ValueError(f"unknown parent selector {kind!r}; valid kinds: "
+                         f"{sorted(PARENT_SELECTORS)}")
+    return PARENT_SELECTORS[kind](**options)
 
 
 def pick_inspirations(
