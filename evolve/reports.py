@@ -17,7 +17,7 @@ import pandas as pd
 
 from evolve.atomic import atomic_write
 from evolve.database import Database
-from evolve.records import Program
+from evolve.records import Program, best_first
 
 LEADERBOARD_COLUMNS = [
     "rank", "id", "score", "balancedness_gpu", "balancedness_slot", "time_ms", "migration",
@@ -188,10 +188,7 @@ def write_reports(
     cost = db.cost_by_generation()
     everything = db.programs()
     own = [p for p in everything if p.patch_type != "migrant"]
-    # Stable sort over insertion order: ties go to the earliest generation, then row.
-    ranked = sorted(
-        (p for p in own if p.valid and p.score is not None), key=lambda p: (-p.score, p.generation)
-    )
+    ranked = best_first(own)
     # Reference policies are ranked on the leaderboard and the Pareto front, beside evolved
     # programs, but they are not the run's own: not its best, its history or its valid rate.
     own = [p for p in own if p.patch_type != "reference"]
