@@ -22,6 +22,7 @@ import yaml
 
 from evolve import selection
 from evolve.prompts import PATCH_TYPES
+from evolve.task import TaskSpec
 
 
 class ConfigError(ValueError):
@@ -243,10 +244,19 @@ class Budget:
 
 
 @dataclass(frozen=True)
-class RunConfig:
-    """A whole run: the task (a mapping owned by the task) plus the engine's settings."""
+class TaskSection:
+    """The task's YAML split in two: its `engine:` section, and its own options (every
+    other key, read only by the task; see evolve/task.py)."""
 
-    task: dict = field(default_factory=dict)
+    engine: TaskSpec
+    options: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """A whole run: the task plus the engine's settings."""
+
+    task: TaskSection
     evolution: EvolutionConfig = field(default_factory=EvolutionConfig)
     llm: LLMSettings = field(default_factory=LLMSettings)
     evaluation: EvaluationSettings = field(default_factory=EvaluationSettings)
@@ -261,7 +271,7 @@ def compose(configs_dir: Path, variant: str, overrides: list[str] = ()) -> dict:
     """The variant's YAML with its `task: NAME` replaced by configs/task/NAME.yaml.
 
     A variant may adjust the task under `task_overrides`; command-line overrides
-    (`evolution.generations=10`, `task.rebalance_interval=50`) are applied last.
+    (`evolution.generations=10`, `task.some_option=50`) are applied last.
     """
     variant_path = Path(variant)
     if not variant_path.suffix:
@@ -291,9 +301,23 @@ def _yaml_scalar(value: Any) -> str:
 
 def run_config_from_dict(data: dict) -> RunConfig:
     """Check and build a RunConfig: keys, types, then values (`check_values`)."""
-    config = from_dict(RunConfig, data, "config")
+    config = from_dict(RunConfig, {**data, "task": _split_task(data.get("task"))}, "config")
     check_values(config)
     return config
+
+
+def _split_task(task: Any) -> dict:
+    """{"engine": the task's `engine:` section, "options": its other keys}."""
+    if not isinstance(task, dict):
+        raise ConfigError(f"config.task must be the task's mapping, not {type(task).__name__}")
+    if not isinstance(task.get("engine"), dict):
+        raise ConfigError(
+            "the task has no engine: section (what the engine reads: entry, initial_program, "
+            "fitness, ...; see evolve/task.py). A config.yaml from a run made before that "
+            "section existed cannot be resumed: start a new run, or copy the engine: section "
+            "of configs/task/NAME.yaml into the task: section of that config.yaml")
+    options = {k: v for k, v in task.items() if k != "engine"}
+    return {"engine": task["engine"], "options": options}
 
 
 def _bad(key: str, value: Any, allowed: str) -> ConfigError:
@@ -324,6 +348,10 @@ def check_values(config: RunConfig) -> None:
                "llm.retry.backoff_max_s": llm.retry.backoff_max_s,
                "llm.exploration": llm.exploration,
                "budget.max_cost_usd": config.budget.max_cost_usd}, 0)
+    pareto = config.task.engine.pareto
+    if len(pareto) not in (0, 2):
+        raise _bad("task.engine.pareto", list(pareto),
+                   "two metrics, [one to maximise, one to minimise], or none")
     _check_selection(evo)
     _check_patch_types(evo.patch_types)
     _check_models(llm)

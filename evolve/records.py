@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 class Program:
     """One candidate program and what its evaluation said about it.
 
-    `score` is the fitness the engine maximises (the task's `combined_score`);
+    `score` is the fitness the engine maximises (the task's `engine.fitness` metric);
     it is None for invalid programs. `metrics` holds every number the task
     reported; `feedback` is the short text the task wants the next prompt to see.
     """

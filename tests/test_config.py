@@ -39,6 +39,7 @@ BAD_VALUES = [
      ["evolution.patch_types.rewrite", "diff, full, cross"]),
     ("evolution.num_islands=0", ["evolution.num_islands", "0", ">= 1"]),
     ("evaluation.watchdog_s=0", ["evaluation.watchdog_s", "> 0"]),
+    ("evaluation.n_jobs=0", ["evaluation.n_jobs", ">= 1"]),
     ("budget.max_cost_usd=-5", ["budget.max_cost_usd", "-5", ">= 0"]),
 ]
 
@@ -64,12 +65,35 @@ def test_bad_values_are_refused_by_name(override, words):
         assert word in str(caught.value), (word, str(caught.value))
 
 
-@pytest.mark.parametrize("override", [b[0] for b in BAD_VALUES[:6]])
-def test_run_evo_exits_2_and_writes_nothing(override, tmp_path, capsys):
+# the task's own options, its engine: section, its description's placeholders
+BAD_TASK = [
+    ("task.history_windows=-1", ["task.history_windows", ">= 0", "-1"]),
+    ("task.engine.entry=nowhere:Task", ["task engine.entry='nowhere:Task'", "No module"]),
+    ("task.engine.entry=eplb", ["task engine.entry='eplb'", "module:Class"]),
+    ("task.engine.description='{no_such_option} windows'",
+     ["engine.description", "no_such_option", "history_windows"]),
+    ("task.engine.initial_program=missing.py", ["engine.initial_program", "missing.py"]),
+    ("task.engine.pareto=[time_ms]", ["task.engine.pareto", "two metrics"]),
+]
+
+
+@pytest.mark.parametrize(("override", "words"), BAD_VALUES[:6] + BAD_TASK,
+                         ids=[b[0] for b in BAD_VALUES[:6] + BAD_TASK])
+def test_run_evo_exits_2_and_writes_nothing(override, words, tmp_path, capsys):
     code = run_evo.main([override, f"results_root={tmp_path}", "run_name=r"])
     assert code == 2
-    assert capsys.readouterr().err.startswith("error: ")
+    err = capsys.readouterr().err
+    assert err.startswith("error: ")
+    for word in words:
+        assert word in err, (word, err)
     assert not any(tmp_path.iterdir())
+
+
+def test_a_config_without_the_engine_section_says_what_to_add():
+    data = compose(ROOT / "configs", "eplb_example")
+    data["task"].pop("engine")
+    with pytest.raises(ConfigError, match="no engine: section.*copy the engine: section"):
+        run_config_from_dict(data)
 
 
 def test_strategy_options_that_fit_are_kept():
