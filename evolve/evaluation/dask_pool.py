@@ -17,7 +17,9 @@ So remote workers need the project installed, not the run folder.
   (`allowed_failures`); a second death fails it with KilledWorker, recorded here
   as a failed evaluation that says so. Nothing waits on a lost worker.
 - Dask futures are mirrored into `concurrent.futures.Future`s, so the loop waits on
-  them together with its LLM calls and its watchdog works as with local workers.
+  them together with its LLM calls and its watchdog works as with local workers: its
+  clock starts when a worker starts the evaluation (the worker logs an event that this
+  pool subscribes to), not at submission; a re-run after a lost worker starts it again.
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ from evolve.task import load_task
 log = logging.getLogger("evolve")
 
 ALLOWED_FAILURES = 1  # worker deaths during one evaluation before it counts as failed
+STARTED_TOPIC = "evolve-evaluation-started"  # event: a worker starts evaluation KEY
 RESTART_TIMEOUT_S = 120
 
 
@@ -56,7 +59,9 @@ class PreparedTask(WorkerPlugin):
 def evaluate_on_worker(entry: str, options: Mapping, code: str, name: str,
                        results_dir: str | None, plugin: str | None) -> dict:
     """On a dask worker: evaluate_code with the prepared data of plugin `plugin`, if any."""
-    prepared = get_worker().plugins[plugin].payload if plugin else None
+    worker = get_worker()
+    worker.log_event(STARTED_TOPIC, worker.get_current_task())
+    prepared = worker.plugins[plugin].payload if plugin else None
     return evaluate_code(entry, options, code, name, results_dir, prepared)
 
 
@@ -83,7 +88,9 @@ class DaskEvaluationPool:
             self.plugin = f"evolve-prepared-{uuid.uuid4().hex[:8]}"
             self.client.register_plugin(PreparedTask(payload), name=self.plugin)
         self._running: dict[Future, object] = {}  # mirror -> dask future (kept alive)
-        self._started: dict[Future, float] = {}
+        self._by_key: dict[str, Future] = {}  # dask key -> mirror
+        self._started: dict[Future, float] = {}  # mirror -> when a worker started it
+        self.client.subscribe_topic(STARTED_TOPIC, self._on_started)
 
     def submit(self, program_path: str, results_dir: str | None = None) -> Future:
         """Ship the program's text; the future's result is evaluate_candidate's dict."""
@@ -95,9 +102,15 @@ class DaskEvaluationPool:
                                     pure=False,
                                     key=f"evaluate-{path.stem}-{uuid.uuid4().hex[:8]}")
         self._running[mirror] = remote
-        self._started[mirror] = time.monotonic()
+        self._by_key[remote.key] = mirror
         remote.add_done_callback(lambda done: self._settle(mirror, done))
         return mirror
+
+    def _on_started(self, event: tuple) -> None:
+        """A worker started evaluation `key` (event = (timestamp, key)): start its clock."""
+        mirror = self._by_key.get(event[1])
+        if mirror is not None and mirror in self._running:
+            self._started[mirror] = time.monotonic()
 
     def _settle(self, mirror: Future, remote) -> None:
         """Runs in dask's callback thread once the dask future is done."""
@@ -114,12 +127,13 @@ class DaskEvaluationPool:
         except Exception as exc:  # scheduler or network trouble: a failure, never a hang
             result = _failure(f"dask evaluation failed: {type(exc).__name__}: {exc}")
         self._running.pop(mirror, None)
+        self._by_key.pop(remote.key, None)
         self._started.pop(mirror, None)
         if not mirror.done():
             mirror.set_result(result)
 
     def overdue(self) -> list[Future]:
-        """Evaluations submitted longer ago than the watchdog."""
+        """Evaluations that started (on a worker) longer ago than the watchdog."""
         now = time.monotonic()
         return [f for f, t in list(self._started.items()) if now - t > self.watchdog_s]
 
@@ -141,6 +155,7 @@ class DaskEvaluationPool:
                 self.client.unregister_worker_plugin(self.plugin)
             except Exception as exc:
                 log.warning("removing the dask worker plugin failed: %s", exc)
+        self.client.unsubscribe_topic(STARTED_TOPIC)
         self.client.close()
         if self.cluster is not None:
             self.cluster.close()
