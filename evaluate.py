@@ -172,7 +172,7 @@ def add_baseline_gain(rows: list[dict], task: TaskConfig) -> None:
     """throughput_gain_vs_baseline = a program's serving throughput (migration included,
     relative to the ideal) / the task's initial program's - 1, when that program is
     among the rows and valid."""
-    initial = task.resolve(task.initial_program).resolve()
+    initial = task.resolve(task.engine.get("initial_program", "initial.py")).resolve()
     base = next((r for r in rows if r["error"] is None and Path(r["program"]).resolve()
                  == initial and "serving_throughput_vs_ideal" in r), None)
     if base is None:

@@ -11,7 +11,6 @@ or key configured the run uses the built-in offline mutation operator.
 from __future__ import annotations
 
 import argparse
-import importlib
 import logging
 import signal
 import sys
@@ -20,10 +19,18 @@ from pathlib import Path
 
 import yaml
 
-from evolve.config import ConfigError, apply_overrides, compose, load_yaml, run_config_from_dict
+from evolve.config import (
+    ConfigError,
+    RunConfig,
+    apply_overrides,
+    compose,
+    load_yaml,
+    run_config_from_dict,
+)
 from evolve.llm import is_configured
 from evolve.loop import Evolution
 from evolve.sandbox import SandboxError
+from evolve.task import load_task
 
 PROJECT_ROOT = Path(__file__).resolve().parent
 OFFLINE_NOTICE = (
@@ -51,6 +58,20 @@ def load_run_config(args: argparse.Namespace) -> tuple[dict, Path]:
     return data, run_dir
 
 
+def check_task(config: RunConfig) -> list[str]:
+    """Build the task from its options, check them, the machine, the initial program and
+    the description's placeholders; the task's warnings (nothing is written yet)."""
+    spec = config.task.engine
+    task = load_task(spec.entry, config.task.options)
+    warnings = task.check()
+    task.describe(spec.description)
+    initial = PROJECT_ROOT / spec.initial_program
+    if not initial.is_file():
+        raise ConfigError(f"task engine.initial_program={spec.initial_program!r}: no such "
+                          f"file ({initial})")
+    return warnings
+
+
 def _stop_on_sigterm(signum, frame) -> None:
     raise KeyboardInterrupt
 
@@ -65,9 +86,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         data, run_dir = load_run_config(args)
         config = run_config_from_dict(data)
-        module = importlib.import_module(config.task["evaluator"].partition(":")[0])
-        warnings = module.preflight_task(config.task) if hasattr(module, "preflight_task") \
-            else []
+        warnings = check_task(config)
     except (ConfigError, ValueError, KeyError, ImportError, SandboxError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

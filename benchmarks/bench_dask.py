@@ -27,15 +27,24 @@ from bench_throughput import scripted_run  # noqa: E402  (this folder is on sys.
 from evolve.config import EvaluationSettings  # noqa: E402
 from evolve.evaluation import make_pool  # noqa: E402
 
-NOOP = "bench_dask:noop_evaluate"  # workers import this file (sys.path is passed on)
+NOOP = "bench_dask:NoopTask"  # workers import this file (sys.path is passed on)
 ROUND_TRIPS = 60
 TARGET_SHARE = 0.90  # dask throughput at least 90% of local
 TARGET_OVERHEAD_MS = 50.0
 
 
-def noop_evaluate(program_path: str, task: dict, results_dir: str | None = None) -> dict:
-    """An evaluator that does nothing: what is left of a round trip is the pool's cost."""
-    return {"correct": True, "error": None, "metrics": {}, "feedback": ""}
+class NoopTask:
+    """A task that does nothing: what is left of a round trip is the pool's cost."""
+
+    def __init__(self, options: dict):
+        pass
+
+    def prepare(self) -> None:
+        return None
+
+    def evaluate(self, program_path: str, results_dir: str | None = None,
+                 prepared: None = None) -> dict:
+        return {"correct": True, "error": None, "metrics": {}, "feedback": ""}
 
 
 def round_trip_ms(backend: str, program: Path) -> float:
@@ -43,11 +52,11 @@ def round_trip_ms(backend: str, program: Path) -> float:
     pool = make_pool(EvaluationSettings(n_jobs=2, backend=backend), NOOP, {})
     try:
         for _ in range(4):  # start and warm the workers
-            pool.submit(NOOP, str(program), {}, None).result()
+            pool.submit(str(program)).result()
         times = []
         for _ in range(ROUND_TRIPS):
             started = time.perf_counter()
-            pool.submit(NOOP, str(program), {}, None).result()
+            pool.submit(str(program)).result()
             times.append(time.perf_counter() - started)
     finally:
         pool.shutdown()

@@ -19,9 +19,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from evolve import patches  # noqa: E402
-from evolve.config import compose, run_config_from_dict  # noqa: E402
+from evolve.config import ModelConfig, compose, run_config_from_dict  # noqa: E402
 from evolve.database import Database  # noqa: E402
-from evolve.llm import ModelConfig  # noqa: E402
 from evolve.population import Population  # noqa: E402
 from evolve.proposer import Proposer  # noqa: E402
 from evolve.records import Program  # noqa: E402

@@ -23,9 +23,8 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 from llm_server import Reply, ScriptedLLMServer  # noqa: E402
 
-from evolve.config import RunConfig, compose, run_config_from_dict  # noqa: E402
+from evolve.config import ModelConfig, RunConfig, compose, run_config_from_dict  # noqa: E402
 from evolve.database import Database  # noqa: E402
-from evolve.llm import ModelConfig  # noqa: E402
 from evolve.loop import Evolution  # noqa: E402
 
 TARGET = 0.90

@@ -91,9 +91,7 @@ class TaskConfig:
     """Everything the evaluator needs to score a candidate."""
 
     name: str = "eplb"
-    description: str = ""
-    initial_program: str = "initial.py"
-    evaluator: str = "eplb.evaluator:evaluate_task"
+    engine: dict = field(default_factory=dict)  # the engine's part (evolve/task.py); unread
     workload: str = "synthetic"
     rebalance_interval: int = 100
     max_windows: int | None = None
@@ -102,7 +100,6 @@ class TaskConfig:
     rebalance: Rebalance = field(default_factory=Rebalance)
     hardware: HardwareSpec = field(default_factory=HardwareSpec)
     history_windows: int = 8
-    references: tuple[str, ...] = ()  # reference programs ranked beside evolved ones
     score: ScoreWeights = field(default_factory=ScoreWeights)
     timing: Timing = field(default_factory=Timing)
     limits: Limits = field(default_factory=Limits)

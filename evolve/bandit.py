@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 import random
 
-from evolve.llm import ModelConfig
+from evolve.config import ModelConfig
 
 MIN_COST_RATIO = 0.1  # cost-aware UCB: the cheapest model's reward is boosted at most 10x
 

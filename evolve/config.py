@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.util
+import inspect
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -18,7 +20,9 @@ from typing import Any, Literal
 
 import yaml
 
-from evolve.llm import ModelConfig, RetryPolicy
+from evolve import selection
+from evolve.prompts import PATCH_TYPES
+from evolve.task import TaskSpec
 
 
 class ConfigError(ValueError):
@@ -41,20 +45,44 @@ def load_yaml(path: Path) -> dict:
 
 
 def apply_overrides(data: dict, overrides: list[str]) -> dict:
-    """Return a copy of `data` with each `dotted.key=value` override applied."""
+    """Return a copy of `data` with each `dotted.key=value` override applied; a list item
+    is addressed by its index (`llm.models[0].temperatures=[0.5]`)."""
     result = _deep_copy(data)
     for item in overrides:
         key, sep, raw = item.partition("=")
         if not sep or not key:
             raise ConfigError(f"override {item!r} must look like section.key=value")
+        steps = [step for part in key.split(".") for step in _steps(part, item)]
         node = result
-        parts = key.split(".")
-        for part in parts[:-1]:
-            node = node.setdefault(part, {})
-            if not isinstance(node, dict):
-                raise ConfigError(f"override {item!r}: {part!r} is not a section")
-        node[parts[-1]] = yaml.safe_load(raw)
+        for step in steps[:-1]:
+            node = _child(node, step, item)
+        if isinstance(steps[-1], int):
+            _child(node, steps[-1], item)  # the item must exist
+        node[steps[-1]] = yaml.safe_load(raw)
     return result
+
+
+def _steps(part: str, item: str) -> list[str | int]:
+    """`models[0]` -> ["models", 0]; `retry` -> ["retry"]."""
+    name, _, rest = part.partition("[")
+    indices = rest.rstrip("]").split("][") if rest else []
+    if not name or not all(i.isdigit() for i in indices):
+        raise ConfigError(f"override {item!r}: {part!r} must be a name or name[index]")
+    return [name, *map(int, indices)]
+
+
+def _child(node: Any, step: str | int, item: str) -> Any:
+    if isinstance(step, int):
+        if not isinstance(node, list) or step >= len(node):
+            raise ConfigError(f"override {item!r}: no item [{step}] there "
+                              f"({len(node) if isinstance(node, list) else 0} items)")
+        return node[step]
+    if not isinstance(node, dict):
+        raise ConfigError(f"override {item!r}: {step!r} is not in a section")
+    child = node.setdefault(step, {})
+    if not isinstance(child, dict | list):
+        raise ConfigError(f"override {item!r}: {step!r} is not a section")
+    return child
 
 
 def _deep_copy(data: Any) -> Any:
@@ -133,14 +161,44 @@ def _convert(hint: Any, value: Any, where: str) -> Any:
 # ---------------------------------------------------------------- the run's configuration
 
 @dataclass(frozen=True)
+class ModelConfig:
+    """One model behind an OpenAI-compatible endpoint.
+
+    `api_key_env` is the NAME of the environment variable holding the key; prices are
+    USD per million tokens; `weight` is used by fixed-weight model choice.
+    """
+
+    name: str
+    base_url: str | None = None
+    api_key_env: str | None = None
+    temperatures: tuple[float, ...] = (0.7,)
+    max_tokens: int = 4096
+    context_window: int = 32768
+    price_in_per_m: float = 0.0
+    price_out_per_m: float = 0.0
+    weight: float = 1.0
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """Per-attempt timeout and exponential backoff with full jitter between attempts."""
+
+    timeout_s: float = 120.0
+    max_retries: int = 4
+    backoff_base_s: float = 1.0
+    backoff_max_s: float = 30.0
+
+
+
+@dataclass(frozen=True)
 class EvolutionConfig:
     """Islands, selection and proposal mix."""
 
     generations: int = 400
     num_islands: int = 4
     seed: int = 0
-    parent_selection: str = "power_law"  # power_law | weighted_sigmoid | tournament
-    selection_options: dict = field(default_factory=dict)
+    parent_selection: str = "power_law"  # a name in selection.PARENT_SELECTORS
+    selection_options: dict = field(default_factory=dict)  # that selector's options
     patch_types: dict = field(default_factory=lambda: {"diff": 0.6, "full": 0.3, "cross": 0.1})
     inspirations_island: int = 2
     inspirations_archive: int = 1
@@ -155,7 +213,7 @@ class LLMSettings:
     """The models to ask and how to choose between them."""
 
     models: tuple[ModelConfig, ...] = ()
-    selector: str = "ucb"  # ucb | fixed
+    selector: Literal["ucb", "fixed"] = "ucb"
     exploration: float = 1.0
     cost_aware: bool = False
     retry: RetryPolicy = field(default_factory=RetryPolicy)
@@ -176,13 +234,6 @@ class EvaluationSettings:
     backend: Literal["local", "dask"] = "local"
     scheduler: str = "local"
 
-    def __post_init__(self):
-        if self.n_jobs < 1 or self.watchdog_s <= 0:
-            raise ConfigError("evaluation.n_jobs >= 1 and evaluation.watchdog_s > 0")
-        if self.backend == "dask" and importlib.util.find_spec("distributed") is None:
-            raise ConfigError("evaluation.backend=dask needs dask.distributed: "
-                              "pip install -e \".[dask]\"")
-
 
 @dataclass(frozen=True)
 class Budget:
@@ -193,10 +244,19 @@ class Budget:
 
 
 @dataclass(frozen=True)
-class RunConfig:
-    """A whole run: the task (a mapping owned by the task) plus the engine's settings."""
+class TaskSection:
+    """The task's YAML split in two: its `engine:` section, and its own options (every
+    other key, read only by the task; see evolve/task.py)."""
 
-    task: dict = field(default_factory=dict)
+    engine: TaskSpec
+    options: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """A whole run: the task plus the engine's settings."""
+
+    task: TaskSection
     evolution: EvolutionConfig = field(default_factory=EvolutionConfig)
     llm: LLMSettings = field(default_factory=LLMSettings)
     evaluation: EvaluationSettings = field(default_factory=EvaluationSettings)
@@ -211,7 +271,7 @@ def compose(configs_dir: Path, variant: str, overrides: list[str] = ()) -> dict:
     """The variant's YAML with its `task: NAME` replaced by configs/task/NAME.yaml.
 
     A variant may adjust the task under `task_overrides`; command-line overrides
-    (`evolution.generations=10`, `task.rebalance_interval=50`) are applied last.
+    (`evolution.generations=10`, `task.some_option=50`) are applied last.
     """
     variant_path = Path(variant)
     if not variant_path.suffix:
@@ -240,13 +300,117 @@ def _yaml_scalar(value: Any) -> str:
 
 
 def run_config_from_dict(data: dict) -> RunConfig:
-    """Check and build a RunConfig; unknown keys and wrong types are ConfigErrors."""
-    config = from_dict(RunConfig, data, "config")
-    evo = config.evolution
-    if evo.generations < 0 or evo.num_islands < 1 or evo.max_in_flight < 1:
-        raise ConfigError("evolution.generations >= 0, num_islands >= 1, max_in_flight >= 1")
-    bad = set(evo.patch_types) - {"diff", "full", "cross"}
-    if bad or not any(float(v) > 0 for v in evo.patch_types.values()):
-        raise ConfigError("evolution.patch_types: probabilities for diff, full and cross, "
-                          f"at least one positive (unknown: {sorted(bad)})")
+    """Check and build a RunConfig: keys, types, then values (`check_values`)."""
+    config = from_dict(RunConfig, {**data, "task": _split_task(data.get("task"))}, "config")
+    check_values(config)
     return config
+
+
+def _split_task(task: Any) -> dict:
+    """{"engine": the task's `engine:` section, "options": its other keys}."""
+    if not isinstance(task, dict):
+        raise ConfigError(f"config.task must be the task's mapping, not {type(task).__name__}")
+    if not isinstance(task.get("engine"), dict):
+        raise ConfigError(
+            "the task has no engine: section (what the engine reads: entry, initial_program, "
+            "fitness, ...; see evolve/task.py). A config.yaml from a run made before that "
+            "section existed cannot be resumed: start a new run, or copy the engine: section "
+            "of configs/task/NAME.yaml into the task: section of that config.yaml")
+    options = {k: v for k, v in task.items() if k != "engine"}
+    return {"engine": task["engine"], "options": options}
+
+
+def _bad(key: str, value: Any, allowed: str) -> ConfigError:
+    return ConfigError(f"{key}={value!r} is not allowed: {allowed}")
+
+
+def _at_least(values: dict[str, Any], minimum: float, strict: bool = False) -> None:
+    """Every `key: value` must be >= minimum (> with `strict`); None means no cap."""
+    for key, value in values.items():
+        if value is not None and (value < minimum or (strict and value == minimum)):
+            raise _bad(key, value, f"it must be {'>' if strict else '>='} {minimum:g}")
+
+
+def check_values(config: RunConfig) -> None:
+    """The checks types cannot express: names of strategies and their options, ranges,
+    probabilities. Each error names the key, the value and what is allowed."""
+    evo, llm, ev = config.evolution, config.llm, config.evaluation
+    _at_least({"evolution.num_islands": evo.num_islands,
+               "evolution.max_in_flight": evo.max_in_flight,
+               "evaluation.n_jobs": ev.n_jobs, "report_every": config.report_every}, 1)
+    _at_least({f"evolution.{k}": getattr(evo, k) for k in (
+        "generations", "inspirations_island", "inspirations_archive", "failures_in_prompt",
+        "migration_interval", "stagnation_patience")}, 0)
+    _at_least({"evaluation.watchdog_s": ev.watchdog_s, "budget.max_wall_s":
+               config.budget.max_wall_s, "llm.retry.timeout_s": llm.retry.timeout_s}, 0, True)
+    _at_least({"llm.retry.max_retries": llm.retry.max_retries,
+               "llm.retry.backoff_base_s": llm.retry.backoff_base_s,
+               "llm.retry.backoff_max_s": llm.retry.backoff_max_s,
+               "llm.exploration": llm.exploration,
+               "budget.max_cost_usd": config.budget.max_cost_usd}, 0)
+    pareto = config.task.engine.pareto
+    if len(pareto) not in (0, 2):
+        raise _bad("task.engine.pareto", list(pareto),
+                   "two metrics, [one to maximise, one to minimise], or none")
+    _check_selection(evo)
+    _check_patch_types(evo.patch_types)
+    _check_models(llm)
+    if ev.backend == "dask" and importlib.util.find_spec("distributed") is None:
+        raise ConfigError("evaluation.backend=dask needs dask.distributed, which is not "
+                          "installed: pip install -e \".[dask]\" (or evaluation.backend=local)")
+
+
+def _check_selection(evo: EvolutionConfig) -> None:
+    kinds = selection.PARENT_SELECTORS
+    if evo.parent_selection not in kinds:
+        raise _bad("evolution.parent_selection", evo.parent_selection,
+                   f"one of {', '.join(sorted(kinds))}")
+    accepted = inspect.signature(kinds[evo.parent_selection]).parameters
+    for name, value in evo.selection_options.items():
+        if name not in accepted:
+            raise _bad(f"evolution.selection_options.{name}", value,
+                       f"parent_selection {evo.parent_selection!r} takes "
+                       f"{', '.join(accepted) or 'no options'}; set evolution.selection_options"
+                       f" to a mapping of those (or {{}} for the defaults)")
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise _bad(f"evolution.selection_options.{name}", value, "it must be a number")
+    try:
+        selection.make_parent_selector(evo.parent_selection, **evo.selection_options)
+    except ValueError as exc:
+        raise ConfigError(f"evolution.selection_options={evo.selection_options!r} is not "
+                          f"allowed: {exc}") from None
+
+
+def _check_patch_types(patch_types: dict) -> None:
+    for kind, share in patch_types.items():
+        if kind not in PATCH_TYPES:
+            raise _bad(f"evolution.patch_types.{kind}", share,
+                       f"the patch types are {', '.join(PATCH_TYPES)}")
+        if isinstance(share, bool) or not isinstance(share, int | float) or share < 0:
+            raise _bad(f"evolution.patch_types.{kind}", share, "a probability, >= 0")
+    total = sum(patch_types.values())
+    if not math.isclose(total, 1.0, abs_tol=1e-6):
+        raise _bad("evolution.patch_types", patch_types,
+                   f"probabilities of {', '.join(PATCH_TYPES)} summing to 1 (they sum to "
+                   f"{total:g})")
+
+
+def _check_models(llm: LLMSettings) -> None:
+    names = [m.name for m in llm.models]
+    if len(set(names)) != len(names):
+        raise _bad("llm.models", names, "each model once (names must differ)")
+    for i, m in enumerate(llm.models):
+        key = f"llm.models[{i}]"
+        if not m.temperatures:
+            raise _bad(f"{key}.temperatures", list(m.temperatures),
+                       "at least one temperature, e.g. [0.7]")
+        _at_least({f"{key}.temperatures[{j}]": t for j, t in enumerate(m.temperatures)}, 0)
+        _at_least({f"{key}.max_tokens": m.max_tokens}, 1)
+        _at_least({f"{key}.{k}": getattr(m, k)
+                   for k in ("price_in_per_m", "price_out_per_m", "weight")}, 0)
+        if m.context_window <= m.max_tokens:
+            raise _bad(f"{key}.context_window", m.context_window,
+                       f"more than max_tokens ({m.max_tokens}): the prompt needs room too")
+    if llm.selector == "fixed" and llm.models and not any(m.weight > 0 for m in llm.models):
+        raise _bad("llm.models[].weight", [m.weight for m in llm.models],
+                   "with llm.selector=fixed at least one model needs a positive weight")

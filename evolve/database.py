@@ -39,11 +39,7 @@ CREATE TABLE IF NOT EXISTS programs (
     eval_seconds REAL NOT NULL,
     created_at REAL NOT NULL
 );
-CREATE INDEX IF NOT EXISTS programs_island_generation ON programs (island, generation);
 CREATE INDEX IF NOT EXISTS programs_generation ON programs (generation);
-CREATE INDEX IF NOT EXISTS programs_code_hash ON programs (code_hash, island);
-CREATE INDEX IF NOT EXISTS programs_island_score ON programs (island, score);
-CREATE INDEX IF NOT EXISTS programs_score ON programs (score);
 CREATE TABLE IF NOT EXISTS llm_calls (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     generation INTEGER NOT NULL,
@@ -66,10 +62,6 @@ CREATE TABLE IF NOT EXISTS meta (
     value TEXT NOT NULL
 );
 """
-
-# Best first: highest score, then earliest generation, then earliest insertion.
-_BEST_ORDER = "ORDER BY score DESC, generation ASC, rowid ASC"
-
 
 def _row_to_program(row: sqlite3.Row) -> Program:
     values = {name: row[name] for name in _PROGRAM_FIELDS}
@@ -153,55 +145,10 @@ class Database:
                 self._conn.execute("ROLLBACK")
                 raise
 
-    def get(self, program_id: str) -> Program:
-        """The program with this id; KeyError if absent."""
-        rows = self._read("SELECT * FROM programs WHERE id = ?", (program_id,))
-        if not rows:
-            raise KeyError(program_id)
-        return _row_to_program(rows[0])
-
-    def programs(self, island: int | None = None, valid_only: bool = False) -> list[Program]:
-        """All programs (optionally of one island / only valid), by generation then insertion."""
-        where, params = self._filter(island, valid_only)
-        sql = f"SELECT * FROM programs {where} ORDER BY generation, rowid"
-        return [_row_to_program(r) for r in self._read(sql, params)]
-
-    def top(
-        self, island: int | None = None, n: int = 10, include_migrants: bool = True
-    ) -> list[Program]:
-        """The n best valid programs of an island (or of the whole run), best first."""
-        where, params = self._filter(island, True, include_migrants)
-        sql = f"SELECT * FROM programs {where} {_BEST_ORDER} LIMIT ?"
-        return [_row_to_program(r) for r in self._read(sql, (*params, n))]
-
-    def recent_failures(self, island: int | None = None, n: int = 5) -> list[Program]:
-        """The n most recent invalid programs of an island (or of the run), newest first."""
-        where, params = self._filter(island, False)
-        where += (" AND" if where else "WHERE") + " valid = 0"
-        sql = f"SELECT * FROM programs {where} ORDER BY generation DESC, rowid DESC LIMIT ?"
-        return [_row_to_program(r) for r in self._read(sql, (*params, n))]
-
-    def best(self, island: int | None = None) -> Program | None:
-        """Highest-scoring valid program (ties -> earliest generation), or None."""
-        found = self.top(island, 1)
-        return found[0] if found else None
-
-    def find_by_hash(self, code_hash: str) -> Program | None:
-        """The first non-migrant program with this code hash, or None."""
-        rows = self._read(
-            "SELECT * FROM programs WHERE code_hash = ? AND patch_type != 'migrant' "
-            "ORDER BY rowid LIMIT 1",
-            (code_hash,),
-        )
-        return _row_to_program(rows[0]) if rows else None
-
-    def holds(self, island: int, code_hash: str) -> bool:
-        """Whether the island already has a program with this code hash."""
-        rows = self._read(
-            "SELECT 1 FROM programs WHERE code_hash = ? AND island = ? LIMIT 1",
-            (code_hash, island),
-        )
-        return bool(rows)
+    def programs(self) -> list[Program]:
+        """Every program, by generation then insertion."""
+        sql = "SELECT * FROM programs ORDER BY generation, rowid"
+        return [_row_to_program(r) for r in self._read(sql)]
 
     def completed_generations(self) -> set[int]:
         """Generation numbers >= 1 that have at least one non-migrant program."""
@@ -210,25 +157,6 @@ class Database:
             "WHERE generation >= 1 AND patch_type != 'migrant'"
         )
         return {r[0] for r in rows}
-
-    def count(self) -> int:
-        """Number of program rows."""
-        return self._read("SELECT COUNT(*) FROM programs")[0][0]
-
-    @staticmethod
-    def _filter(
-        island: int | None, valid_only: bool, include_migrants: bool = True
-    ) -> tuple[str, tuple]:
-        clauses, params = [], []
-        if island is not None:
-            clauses.append("island = ?")
-            params.append(island)
-        if valid_only:
-            clauses.append("valid = 1 AND score IS NOT NULL")
-        if not include_migrants:
-            clauses.append("patch_type != 'migrant'")
-        where = ("WHERE " + " AND ".join(clauses)) if clauses else ""
-        return where, tuple(params)
 
     # -- LLM calls --------------------------------------------------------------
 

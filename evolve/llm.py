@@ -1,5 +1,6 @@
 """Calls to any OpenAI-compatible chat endpoint, with our own retries and cost accounting.
 
+The models' settings (`ModelConfig`, `RetryPolicy`) live in `evolve.config`.
 `LLMClient.complete` never raises for API problems: a failed call comes back as an
 `LLMCall` with `reply=None` and an `error` that names the cause.
 """
@@ -11,43 +12,14 @@ import os
 import random
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 
 import openai
 
+from evolve.config import ModelConfig, RetryPolicy
 from evolve.records import LLMCall
 
 PLACEHOLDER_KEY = "EMPTY"  # local servers (vLLM, Ollama) accept any key
 CHARS_PER_TOKEN = 4
-
-
-@dataclass(frozen=True)
-class ModelConfig:
-    """One model behind an OpenAI-compatible endpoint.
-
-    `api_key_env` is the NAME of the environment variable holding the key; prices are
-    USD per million tokens; `weight` is used by fixed-weight model choice.
-    """
-
-    name: str
-    base_url: str | None = None
-    api_key_env: str | None = None
-    temperatures: tuple[float, ...] = (0.7,)
-    max_tokens: int = 4096
-    context_window: int = 32768
-    price_in_per_m: float = 0.0
-    price_out_per_m: float = 0.0
-    weight: float = 1.0
-
-
-@dataclass(frozen=True)
-class RetryPolicy:
-    """Per-attempt timeout and exponential backoff with full jitter between attempts."""
-
-    timeout_s: float = 120.0
-    max_retries: int = 4
-    backoff_base_s: float = 1.0
-    backoff_max_s: float = 30.0
 
 
 def resolve_endpoint(

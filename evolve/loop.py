@@ -20,10 +20,10 @@ from tqdm import tqdm
 
 from evolve import patches, selection
 from evolve.bandit import make_model_selector
-from evolve.config import RunConfig
+from evolve.config import ModelConfig, RunConfig
 from evolve.database import Database
 from evolve.evaluation import make_pool
-from evolve.llm import LLMClient, ModelConfig, estimate_tokens, max_call_cost
+from evolve.llm import LLMClient, estimate_tokens, max_call_cost
 from evolve.offline import offline_mutation
 from evolve.population import Population
 from evolve.prompts import PromptTooLong
@@ -31,6 +31,7 @@ from evolve.proposer import OFFLINE_MODEL, Proposal, Proposer, generation_rng
 from evolve.records import LLMCall, Program
 from evolve.reports import write_reports
 from evolve.scratch import SCRATCH_PREFIXES, sweep_scratch
+from evolve.task import load_task
 
 log = logging.getLogger("evolve")
 
@@ -58,7 +59,10 @@ class Evolution:
         self.db = Database(run_dir / "evolution.db")
         self.population = Population(self.evo.num_islands, self.db.programs())
         self.models = {m.name: m for m in models}
-        self.proposer = Proposer(config, models, project_root / config.prompts_dir)
+        self.spec = config.task.engine
+        task = load_task(self.spec.entry, config.task.options)
+        self.proposer = Proposer(config, models, project_root / config.prompts_dir,
+                                 task.describe(self.spec.description))
         factory = client_factory or (lambda m: LLMClient(m, config.llm.retry))
         self.clients = {m.name: factory(m) for m in models}
         self.bandit = make_model_selector(
@@ -78,10 +82,8 @@ class Evolution:
     # ------------------------------------------------------------------ entry point
     def run(self) -> str:
         """Run until all generations are done or a budget stops it; returns why it ended."""
-        evaluator = self.config.task["evaluator"]
-        self.pool = make_pool(self.config.evaluation, evaluator, self.config.task)
+        self.pool = make_pool(self.config.evaluation, self.spec.entry, self.config.task.options)
         self.llm_threads = ThreadPoolExecutor(max_workers=self.evo.max_in_flight)
-        self.evaluator = evaluator
         self.started = time.monotonic()
         self.elapsed_before = float(self.db.get_meta("elapsed_s", 0.0))
         completed = False
@@ -113,7 +115,7 @@ class Evolution:
     def _add_references(self) -> None:
         """Evaluate the task's `references` once each; ranked, never parents (see Population)."""
         todo = {}
-        for relative in self.config.task.get("references") or []:
+        for relative in self.spec.references:
             ref_id = f"ref-{Path(relative).stem}"
             source = self.project_root / relative
             if ref_id in self.population.by_id:
@@ -125,8 +127,7 @@ class Evolution:
             code = source.read_text()
             path = self.run_dir / "programs" / f"{ref_id}.py"
             path.write_text(code)
-            todo[ref_id] = (code, self.pool.submit(self.evaluator, str(path), self.config.task,
-                                                   None))
+            todo[ref_id] = (code, self.pool.submit(str(path)))
         for ref_id, (code, future) in todo.items():
             result = future.result()
             program = self._program_from_result(ref_id, code, 0, 0, result,
@@ -140,19 +141,18 @@ class Evolution:
                             str(result["error"])[:300])
 
     def _seed_initial(self) -> None:
-        code = (self.project_root / self.config.task["initial_program"]).read_text()
+        code = (self.project_root / self.spec.initial_program).read_text()
         path = self._write_program(0, code)
-        result = self.pool.submit(self.evaluator, str(path), self.config.task, None).result()
-        if not result["correct"]:
-            raise RuntimeError(f"the initial program fails its evaluation: {result['error']}")
+        result = self.pool.submit(str(path)).result()
         seed = self._program_from_result("seed", code, 0, 0, result, patch_type="initial")
+        if not seed.valid:
+            raise RuntimeError(f"the initial program fails its evaluation: {seed.error}")
         copies = [replace(seed, id=f"seed-{island}", island=island, patch_type="migrant",
                           parent_id=seed.id) for island in range(1, self.evo.num_islands)]
         self.db.add_programs([seed, *copies])  # one program, present on every island
         for program in [seed, *copies]:
             self.population.add(program)
-        log.info("seeded %d islands; initial score %.4f", self.evo.num_islands,
-                 result["metrics"]["combined_score"])
+        log.info("seeded %d islands; initial score %.4f", self.evo.num_islands, seed.score)
 
     # ------------------------------------------------------------------ the pipeline
     def _pipeline(self, todo: list[int]) -> None:
@@ -261,7 +261,7 @@ class Evolution:
 
     def _submit_evaluation(self, generation: int) -> None:
         path = self._write_program(generation, self.flights[generation].code)
-        future = self.pool.submit(self.evaluator, str(path), self.config.task, None)
+        future = self.pool.submit(str(path))
         self.futures[future] = ("eval", generation)
 
     def _on_evaluated(self, generation: int, result: dict) -> None:
@@ -302,13 +302,18 @@ class Evolution:
                              other: Program | None = None, patch_type: str = "initial",
                              model: str | None = None) -> Program:
         metrics = dict(result.get("metrics") or {})
-        metrics.pop("scenarios", None)  # per-window detail stays in the evaluator's files
-        score = metrics.get("combined_score") if result["correct"] else None
+        valid, error = bool(result["correct"]), result.get("error")
+        score = metrics.get(self.spec.fitness) if valid else None
+        if valid and (isinstance(score, bool) or not isinstance(score, int | float)):
+            valid, score = False, None
+            error = (f"the task reported no number for its fitness metric "
+                     f"{self.spec.fitness!r} (task engine.fitness); it reported: "
+                     f"{', '.join(sorted(metrics)) or 'no metrics'}")
         return Program(
             id=program_id, code=code, generation=generation, island=island,
             parent_id=parent.id if parent else None, other_parent_id=other.id if other else None,
-            patch_type=patch_type, model=model, valid=bool(result["correct"]), score=score,
-            metrics=metrics, error=result.get("error"), feedback=result.get("feedback", ""),
+            patch_type=patch_type, model=model, valid=valid, score=score,
+            metrics=metrics, error=error, feedback=result.get("feedback", ""),
             code_hash=patches.code_hash(code), eval_seconds=result.get("wall_seconds", 0.0),
             created_at=time.time())
 
@@ -419,6 +424,7 @@ class Evolution:
 
     def _report(self) -> None:
         try:
-            write_reports(self.db, self.run_dir, self.results_root, self.run_dir.name)
+            write_reports(self.db, self.run_dir, self.results_root, self.run_dir.name,
+                          columns=self.spec.report_columns, pareto=self.spec.pareto)
         except Exception as exc:  # a report failure must never stop or corrupt the run
             log.warning("writing reports failed: %s", exc)

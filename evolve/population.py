@@ -8,7 +8,7 @@ or resumed.
 
 from __future__ import annotations
 
-from evolve.records import Program
+from evolve.records import Program, best_first
 
 
 class Population:
@@ -67,6 +67,5 @@ class Population:
 
 
 def top(programs: list[Program], n: int) -> list[Program]:
-    """The n best valid programs, best first, earliest generation on ties."""
-    valid = [p for p in programs if p.valid and p.score is not None]
-    return sorted(valid, key=lambda p: (-p.score, p.generation, p.id))[:n]
+    """The n best valid programs (`records.best_first` order)."""
+    return best_first(programs)[:n]

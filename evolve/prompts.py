@@ -22,7 +22,6 @@ from string import Template
 
 from evolve.records import Program
 
-KEY_METRICS = ("combined_score", "balancedness_gpu", "balancedness_expert", "time_ms")
 PATCH_TYPES = ("diff", "full", "cross")
 _TRUNCATED = "\n[... feedback truncated ...]"
 
@@ -51,14 +50,15 @@ def _fmt(value) -> str:
     return f"{value:.4g}"
 
 
-def format_metrics(metrics: dict, score: float | None = None) -> str:
-    """One line `key=value ...`, key metrics first, numbers in compact form."""
-    items = dict(metrics)
-    if "combined_score" not in items:
-        items = {"combined_score": "invalid" if score is None else score, **items}
-    keys = [k for k in KEY_METRICS if k in items]
-    keys += sorted((k for k in items if k not in KEY_METRICS), key=str)
-    return " ".join(f"{k}={_fmt(items[k])}" for k in keys)
+def format_metrics(metrics: dict, score: float | None = None, fitness: str = "score",
+                   shown: tuple[str, ...] = ()) -> str:
+    """One line `key=value ...` in compact numbers: the fitness first ('invalid' without
+    a score), then the `shown` metrics in their order (every other metric, by name, when
+    `shown` is empty)."""
+    items = {fitness: "invalid" if score is None else score}
+    keys = shown or tuple(sorted(metrics, key=str))
+    items.update((k, metrics[k]) for k in keys if k in metrics and k != fitness)
+    return " ".join(f"{k}={_fmt(v)}" for k, v in items.items())
 
 
 def _sort_key(program: Program) -> float:
@@ -91,8 +91,13 @@ def build_prompt(
     other_parent: Program | None = None,
     token_budget: int = 32768,
     estimate_tokens: Callable[[str], int] = lambda s: len(s) // 4 + 1,
+    fitness: str = "score",
+    shown_metrics: tuple[str, ...] = (),
 ) -> Prompt:
-    """Render the prompt for `patch_type`, trimming to `token_budget` (see module docstring)."""
+    """Render the prompt for `patch_type`, trimming to `token_budget` (see module docstring).
+
+    Each program's metrics are shown as `format_metrics(..., fitness, shown_metrics)`.
+    """
     if patch_type not in PATCH_TYPES:
         raise ValueError(f"unknown patch type {patch_type!r}; expected one of {PATCH_TYPES}")
     if patch_type == "cross" and other_parent is None:
@@ -103,8 +108,8 @@ def build_prompt(
 
     def program(p: Program, title: str, notes: str = "") -> str:
         text = t.render(
-            "program", title=title, metrics=format_metrics(p.metrics, p.score), code=p.code.rstrip()
-        )
+            "program", title=title, code=p.code.rstrip(),
+            metrics=format_metrics(p.metrics, p.score, fitness, shown_metrics))
         return text + ("\n\n" + t.render("feedback", feedback=notes) if notes else "")
 
     def render(insp: list[Program], fails: list[tuple[str, str]], notes: str) -> str:

@@ -11,8 +11,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from evolve import selection
-from evolve.config import RunConfig
-from evolve.llm import ModelConfig, estimate_tokens
+from evolve.config import ModelConfig, RunConfig
+from evolve.llm import estimate_tokens
 from evolve.population import Population, top
 from evolve.prompts import Prompt, build_prompt
 from evolve.records import Program
@@ -40,10 +40,13 @@ def generation_rng(seed: int, generation: int) -> random.Random:
 
 
 class Proposer:
-    """Plans proposals for the loop; `models` are the configured (reachable) ones."""
+    """Plans proposals for the loop; `models` are the configured (reachable) ones and
+    `task_description` is the task's text for the prompt (`Task.describe`)."""
 
-    def __init__(self, config: RunConfig, models: list[ModelConfig], templates_dir: Path):
+    def __init__(self, config: RunConfig, models: list[ModelConfig], templates_dir: Path,
+                 task_description: str = ""):
         self.config = config
+        self.task_description = task_description
         self.evo = config.evolution
         self.models = {m.name: m for m in models}
         self.templates_dir = templates_dir
@@ -81,9 +84,10 @@ class Proposer:
             (f"generation {p.generation} ({p.patch_type}, {p.model})", p.error or "")
             for p in failed][-self.evo.failures_in_prompt:] if self.evo.failures_in_prompt else []
         prompt = build_prompt(
-            self.templates_dir, patch_type, self.config.task.get("description", ""), parent,
+            self.templates_dir, patch_type, self.task_description, parent,
             inspirations, failures, other, model.context_window - model.max_tokens,
-            estimate_tokens)
+            estimate_tokens, self.config.task.engine.fitness,
+            self.config.task.engine.prompt_metrics)
         return Proposal(generation, island, parent, other, patch_type, model.name,
                         temperature, prompt)
 

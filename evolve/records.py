@@ -1,7 +1,9 @@
-"""Plain records passed between the engine's modules: programs and LLM calls."""
+"""Plain records passed between the engine's modules: programs and LLM calls, and the
+one ordering of programs by fitness."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 
@@ -9,7 +11,7 @@ from dataclasses import dataclass, field
 class Program:
     """One candidate program and what its evaluation said about it.
 
-    `score` is the fitness the engine maximises (the task's `combined_score`);
+    `score` is the fitness the engine maximises (the task's `engine.fitness` metric);
     it is None for invalid programs. `metrics` holds every number the task
     reported; `feedback` is the short text the task wants the next prompt to see.
     """
@@ -49,3 +51,13 @@ class LLMCall:
     attempts: int = 1
     error: str | None = None
     created_at: float = 0.0
+
+
+def best_first(programs: Iterable[Program]) -> list[Program]:
+    """Scored programs, best first: the engine's one ordering of 'best'.
+
+    Highest score, then earliest generation, then id, so equal scores rank the same
+    wherever they are ranked (population, selection, reports) and in any input order.
+    """
+    scored = [p for p in programs if p.valid and p.score is not None]
+    return sorted(scored, key=lambda p: (-p.score, p.generation, p.id))

@@ -17,11 +17,11 @@ import pandas as pd
 
 from evolve.atomic import atomic_write
 from evolve.database import Database
-from evolve.records import Program
+from evolve.records import Program, best_first
 
+# The task's report columns (TaskSpec.report_columns) go after "score".
 LEADERBOARD_COLUMNS = [
-    "rank", "id", "score", "balancedness_gpu", "balancedness_slot", "time_ms", "migration",
-    "generation", "island", "parent_id", "patch_type", "model", "cost",
+    "rank", "id", "score", "generation", "island", "parent_id", "patch_type", "model", "cost",
 ]  # fmt: skip
 GENERATION_COLUMNS = [
     "generation", "programs", "child_score", "valid", "best_so_far", "mean_so_far",
@@ -31,11 +31,9 @@ LLM_COLUMNS = [
     "model", "calls", "failures", "prompt_tokens", "completion_tokens", "cost",
     "children", "improvements",
 ]  # fmt: skip
-PARETO_COLUMNS = ["id", "score", "balancedness_gpu", "time_ms", "generation", "island"]
-RESULTS_COLUMNS = [
-    "run", "best_score", "best_balancedness_gpu", "best_time_ms", "generations",
-    "valid_rate", "cost", "updated_at",
-]  # fmt: skip
+PARETO_COLUMNS = ["id", "score", "generation", "island"]  # the two axes after "score"
+# then best_<column> for the task's report columns (each run's own; others' kept as they are)
+RESULTS_COLUMNS = ["run", "best_score", "generations", "valid_rate", "cost", "updated_at"]
 
 
 def _write_csv(path: Path, rows: list[dict], columns: list[str]) -> None:
@@ -74,15 +72,20 @@ def pareto_front(rows: list[dict], maximize: str, minimize: str) -> list[dict]:
     return [rows[i] for i in sorted(keep)]
 
 
-def _leaderboard_rows(ranked: list[Program], cost: dict[int, float]) -> list[dict]:
+def _with_metrics(columns: list[str], extra: tuple[str, ...]) -> list[str]:
+    """`columns` with the task's metric columns inserted after "score"."""
+    at = columns.index("score") + 1
+    return [*columns[:at], *(c for c in extra if c not in columns), *columns[at:]]
+
+
+def _leaderboard_rows(ranked: list[Program], cost: dict[int, float],
+                      metrics: tuple[str, ...]) -> list[dict]:
     rows = []
     for rank, p in enumerate(ranked, start=1):
         rows.append(
             {
                 "rank": rank, "id": p.id, "score": p.score,
-                "balancedness_gpu": p.metrics.get("balancedness_gpu"),
-                "balancedness_slot": p.metrics.get("balancedness_slot"),
-                "time_ms": p.metrics.get("time_ms"), "migration": p.metrics.get("migration"),
+                **{m: p.metrics.get(m) for m in metrics},
                 "generation": p.generation, "island": p.island, "parent_id": p.parent_id,
                 "patch_type": p.patch_type, "model": p.model,
                 "cost": cost.get(p.generation, 0.0),
@@ -174,40 +177,42 @@ def _update_results(results_root: Path, run_name: str, row: dict) -> None:
             rows = [] if old is None else old[old["run"] != run_name].to_dict("records")
             rows.append(row)
             rows.sort(key=lambda r: -s if (s := _number(r.get("best_score"))) is not None else 1)
-            _write_csv(table, rows, RESULTS_COLUMNS)
+            seen = [] if old is None else list(old.columns)
+            _write_csv(table, rows, list(dict.fromkeys([*RESULTS_COLUMNS, *seen, *row])))
         finally:
             fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 def write_reports(
-    db: Database, run_dir: Path, results_root: Path | None = None, run_name: str | None = None
+    db: Database, run_dir: Path, results_root: Path | None = None, run_name: str | None = None,
+    columns: tuple[str, ...] = (), pareto: tuple[str, ...] = (),
 ) -> None:
-    """Rewrite the run's report files in run_dir (and its row in results_root, if given)."""
+    """Rewrite the run's report files in run_dir (and its row in results_root, if given).
+
+    `columns` are the metrics the leaderboards show after the score, `pareto` the
+    (maximise, minimise) metrics of pareto.csv, written only when given (see TaskSpec).
+    """
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     cost = db.cost_by_generation()
     everything = db.programs()
     own = [p for p in everything if p.patch_type != "migrant"]
-    # Stable sort over insertion order: ties go to the earliest generation, then row.
-    ranked = sorted(
-        (p for p in own if p.valid and p.score is not None), key=lambda p: (-p.score, p.generation)
-    )
+    ranked = best_first(own)
     # Reference policies are ranked on the leaderboard and the Pareto front, beside evolved
     # programs, but they are not the run's own: not its best, its history or its valid rate.
     own = [p for p in own if p.patch_type != "reference"]
     evolved = [p for p in ranked if p.patch_type != "reference"]
 
-    _write_csv(run_dir / "leaderboard.csv", _leaderboard_rows(ranked, cost), LEADERBOARD_COLUMNS)
+    _write_csv(run_dir / "leaderboard.csv", _leaderboard_rows(ranked, cost, columns),
+               _with_metrics(LEADERBOARD_COLUMNS, columns))
     generations = _generation_rows(own, cost)
     _write_csv(run_dir / "generations.csv", generations, GENERATION_COLUMNS)
     _write_csv(run_dir / "llm.csv", _llm_rows(db, everything), LLM_COLUMNS)
-    candidates = [
-        {"id": p.id, "score": p.score, "balancedness_gpu": p.metrics.get("balancedness_gpu"),
-         "time_ms": p.metrics.get("time_ms"), "generation": p.generation, "island": p.island}
-        for p in ranked
-    ]  # fmt: skip
-    front = pareto_front(candidates, "balancedness_gpu", "time_ms")
-    _write_csv(run_dir / "pareto.csv", front, PARETO_COLUMNS)
+    if pareto:
+        candidates = [{"id": p.id, "score": p.score, **{m: p.metrics.get(m) for m in pareto},
+                       "generation": p.generation, "island": p.island} for p in ranked]
+        front = pareto_front(candidates, *pareto)
+        _write_csv(run_dir / "pareto.csv", front, _with_metrics(PARETO_COLUMNS, pareto))
 
     best = evolved[0] if evolved else None
     if best is not None:
@@ -227,8 +232,7 @@ def write_reports(
             {
                 "run": run_name or run_dir.name,
                 "best_score": best.score if best else None,
-                "best_balancedness_gpu": best.metrics.get("balancedness_gpu") if best else None,
-                "best_time_ms": best.metrics.get("time_ms") if best else None,
+                **{f"best_{c}": best.metrics.get(c) if best else None for c in columns},
                 "generations": len(db.completed_generations()),
                 "valid_rate": len(evolved) / len(own) if own else None,
                 "cost": db.total_cost(),

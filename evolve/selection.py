@@ -1,7 +1,7 @@
 """Selection strategies: parents, inspirations, migration and island resets.
 
 Everything here is pure and deterministic given a `random.Random`: inputs are put in
-a canonical order (best first, then earliest generation, then id) before drawing,
+a canonical order (`records.best_first`) before drawing,
 so the same seed gives the same choice whatever order the caller listed them in.
 """
 
@@ -13,13 +13,12 @@ import statistics
 from collections import Counter
 from collections.abc import Callable, Iterable
 
-from evolve.records import Program
+from evolve.records import Program, best_first
 
 
 def _ranked(programs: Iterable[Program]) -> list[Program]:
-    """Valid programs best first (score desc, generation asc, id asc)."""
-    ranked = [p for p in programs if p.score is not None]
-    ranked.sort(key=lambda p: (-p.score, p.generation, p.id))
+    """Valid programs best first (`records.best_first`); an error when there are none."""
+    ranked = best_first(programs)
     if not ranked:
         raise ValueError("no valid program to select from")
     return ranked
@@ -88,7 +87,7 @@ class Tournament:
         return ranked[min(picked)]
 
 
-_SELECTORS = {
+PARENT_SELECTORS = {
     "power_law": PowerLawRank,
     "weighted_sigmoid": WeightedSigmoid,
     "tournament": Tournament,
@@ -97,9 +96,10 @@ _SELECTORS = {
 
 def make_parent_selector(kind: str, **options) -> PowerLawRank | WeightedSigmoid | Tournament:
     """Build a parent selector by name: power_law, weighted_sigmoid or tournament."""
-    if kind not in _SELECTORS:
-        raise ValueError(f"unknown parent selector {kind!r}; valid kinds: {sorted(_SELECTORS)}")
-    return _SELECTORS[kind](**options)
+    if kind not in PARENT_SELECTORS:
+        raise ValueError(f"unknown parent selector {kind!r}; valid kinds: "
+                         f"{sorted(PARENT_SELECTORS)}")
+    return PARENT_SELECTORS[kind](**options)
 
 
 def pick_inspirations(
@@ -177,8 +177,7 @@ def stagnant_islands(history: dict[int, list[float]], patience: int) -> list[int
 
 def reset_plan(stagnant: list[int], survivors: list[Program]) -> list[tuple[Program, int]]:
     """Re-seed each stagnant island with the best valid survivor from another island."""
-    ranked = [p for p in survivors if p.score is not None]
-    ranked.sort(key=lambda p: (-p.score, p.generation, p.id))
+    ranked = best_first(survivors)
     plan = []
     for island in stagnant:
         donor = next((p for p in ranked if p.island != island), None)

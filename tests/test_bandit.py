@@ -6,7 +6,7 @@ from collections import Counter
 import pytest
 
 from evolve.bandit import FixedWeights, UCBBandit, make_model_selector
-from evolve.llm import ModelConfig
+from evolve.config import ModelConfig
 
 
 def run(bandit, rewards, steps, seed=0, costs=None):

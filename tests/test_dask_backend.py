@@ -36,8 +36,10 @@ from evo_helpers import (
 from llm_server import ScriptedLLMServer
 
 from evolve.config import ConfigError, EvaluationSettings, from_dict
-from evolve.dask_backend import DaskEvaluationPool
-from evolve.evaluation import evaluate_candidate, make_pool, prepared_data
+from evolve.evaluation import make_pool
+from evolve.evaluation.dask_pool import DaskEvaluationPool
+from evolve.evaluation.worker import evaluate_candidate
+from evolve.task import load_task
 
 DASK = ["evaluation.backend=dask", "evaluation.scheduler=local", "evaluation.n_jobs=2"]
 ONE_AT_A_TIME = ["evolution.num_islands=1", "evolution.max_in_flight=1",
@@ -47,20 +49,32 @@ FAKE_TASK = '''
 import os
 import numpy as np
 
-def prepare_task(task):
-    with open(task["calls"], "a") as f:
-        f.write(f"{os.getpid()}\\n")
-    return {"windows": np.arange(task["size"])}
+class FakeTask:
+    def __init__(self, options):
+        self.options = options
 
-def evaluate_task(program_path, task, results_dir=None, prepared=None):
-    code = open(program_path).read()
-    return {"correct": True, "error": None, "feedback": "", "metrics": {
-        "code": code, "path": program_path, "worker": os.getpid(),
-        "windows_sum": int(prepared["windows"].sum()), "payload_id": id(prepared)}}
+    def prepare(self):
+        with open(self.options["calls"], "a") as f:
+            f.write(f"{os.getpid()}\\n")
+        return {"windows": np.arange(self.options["size"])}
+
+    def evaluate(self, program_path, results_dir=None, prepared=None):
+        code = open(program_path).read()
+        return {"correct": True, "error": None, "feedback": "", "metrics": {
+            "code": code, "path": program_path, "worker": os.getpid(),
+            "windows_sum": int(prepared["windows"].sum()), "payload_id": id(prepared)}}
 '''
 PLAIN_TASK = '''
-def evaluate_task(program_path, task, results_dir):
-    return {"correct": True, "error": None, "feedback": "", "metrics": {"results": results_dir}}
+class PlainTask:
+    def __init__(self, options):
+        pass
+
+    def prepare(self):
+        return None
+
+    def evaluate(self, program_path, results_dir=None, prepared=None):
+        return {"correct": True, "error": None, "feedback": "",
+                "metrics": {"results": results_dir, "nested": {"dropped": 1}}}
 '''
 
 
@@ -73,19 +87,20 @@ import re
 import signal
 import time
 
-from eplb.evaluator import evaluate_task as _evaluate, prepare_task  # noqa: F401
+from eplb.task import EplbTask
 
 
-def evaluate_task(program_path, task, results_dir=None, prepared=None):
-    found = re.search(r"# attempts: (\\S+) then: (\\w+)", open(program_path).read())
-    if found:
-        with open(found[1], "a") as handle:
-            handle.write(f"{os.getpid()}\\n")
-        if found[2] == "sleep":
-            time.sleep(4)  # time to kill the worker meanwhile
-        elif found[2] == "kill":
-            os.kill(os.getpid(), signal.SIGKILL)
-    return _evaluate(program_path, task, results_dir, prepared)
+class DisruptiveTask(EplbTask):
+    def evaluate(self, program_path, results_dir=None, prepared=None):
+        found = re.search(r"# attempts: (\\S+) then: (\\w+)", open(program_path).read())
+        if found:
+            with open(found[1], "a") as handle:
+                handle.write(f"{os.getpid()}\\n")
+            if found[2] == "sleep":
+                time.sleep(4)  # time to kill the worker meanwhile
+            elif found[2] == "kill":
+                os.kill(os.getpid(), signal.SIGKILL)
+        return super().evaluate(program_path, results_dir, prepared)
 '''
 
 
@@ -93,7 +108,7 @@ def disruptive_task(tmp_path: Path, monkeypatch) -> list[str]:
     """Install DISRUPTIVE_TASK where the workers (started later) import it from."""
     (tmp_path / "disruptive_task.py").write_text(DISRUPTIVE_TASK)
     monkeypatch.syspath_prepend(str(tmp_path))
-    return ["task.evaluator=disruptive_task:evaluate_task"]
+    return ["task.engine.entry=disruptive_task:DisruptiveTask"]
 
 
 def candidate(n: int, marker: Path, action: str, hang: bool = False) -> str:
@@ -137,8 +152,6 @@ def test_backend_setting_is_checked():
     assert EvaluationSettings().backend == "local"
     with pytest.raises(ConfigError, match="'local', 'dask'"):
         from_dict(EvaluationSettings, {"backend": "ray"}, "evaluation")
-    with pytest.raises(ConfigError, match="n_jobs"):
-        EvaluationSettings(n_jobs=0)
 
 
 # ---------------------------------------------------------------- the pool on its own
@@ -151,20 +164,20 @@ def test_code_and_prepared_data_are_shipped_once(tmp_path, monkeypatch):
     calls = tmp_path / "prepare-calls.txt"
     task = {"calls": str(calls), "size": 1000}
 
-    # a task module without prepare_task: nothing prepared, its evaluator called as before
-    assert prepared_data("plain_task:evaluate_task", task) is None
-    plain = evaluate_candidate("plain_task:evaluate_task", "x.py", task, "out")
+    # a task that prepares nothing; the engine keeps its flat metrics only
+    assert load_task("plain_task:PlainTask", task).prepare() is None
+    plain = evaluate_candidate("plain_task:PlainTask", task, "x.py", "out")
     assert plain["correct"] and plain["metrics"] == {"results": "out"}, plain
 
     settings = EvaluationSettings(n_jobs=2, backend="dask", scheduler="local")
-    pool = DaskEvaluationPool(settings, "fake_task:evaluate_task", task)
+    pool = DaskEvaluationPool(settings, "fake_task:FakeTask", task)
     try:
         futures, codes = [], []
         for i in range(8):
             path = tmp_path / f"g{i:06d}.py"
             codes.append(f"VALUE = {i}\n")
             path.write_text(codes[-1])
-            futures.append(pool.submit("fake_task:evaluate_task", str(path), task, None))
+            futures.append(pool.submit(str(path)))
             path.unlink()  # the text was shipped: the local file is no longer needed
         results = [f.result(timeout=60)["metrics"] for f in futures]
     finally:
@@ -333,10 +346,17 @@ def test_run_on_a_separately_started_cluster(tmp_path, monkeypatch):
 # ---------------------------------------------------------------- secrets
 
 ENVIRON_TASK = '''
-def evaluate_task(program_path, task, results_dir=None):
-    with open("/proc/self/environ", "rb") as handle:
-        environ = handle.read().decode("utf-8", "replace")
-    return {"correct": True, "error": None, "feedback": "", "metrics": {"environ": environ}}
+class EnvironTask:
+    def __init__(self, options):
+        pass
+
+    def prepare(self):
+        return None
+
+    def evaluate(self, program_path, results_dir=None, prepared=None):
+        with open("/proc/self/environ", "rb") as handle:
+            environ = handle.read().decode("utf-8", "replace")
+        return {"correct": True, "error": None, "feedback": "", "metrics": {"environ": environ}}
 '''
 
 
@@ -349,11 +369,10 @@ def test_evaluation_workers_start_without_secrets(tmp_path, monkeypatch, backend
     monkeypatch.setenv("HF_TOKEN", "hf-worker-test")
     (tmp_path / "x.py").write_text("VALUE = 1\n")
     settings = EvaluationSettings(n_jobs=1, backend=backend, scheduler="local")
-    pool = make_pool(settings, "environ_task:evaluate_task", {})
+    pool = make_pool(settings, "environ_task:EnvironTask", {})
     try:
         assert "OPENAI_API_KEY" not in os.environ and "HF_TOKEN" not in os.environ
-        result = pool.submit("environ_task:evaluate_task", str(tmp_path / "x.py"), {},
-                             None).result(timeout=120)
+        result = pool.submit(str(tmp_path / "x.py")).result(timeout=120)
     finally:
         pool.shutdown()
     environ = result["metrics"]["environ"]

@@ -62,10 +62,14 @@ FAILURES = [
 ]
 
 
+SHOWN = ("balancedness_gpu", "time_ms", "no_such_metric")
+
+
 def build(patch_type="diff", budget=32768, **kwargs) -> Prompt:
     args = dict(inspirations=INSPIRATIONS, failures=FAILURES)
     args.update(kwargs)
-    return build_prompt(TEMPLATES, patch_type, TASK, PARENT, token_budget=budget, **args)
+    return build_prompt(TEMPLATES, patch_type, TASK, PARENT, token_budget=budget,
+                        fitness="combined_score", shown_metrics=SHOWN, **args)
 
 
 def size(prompt: Prompt) -> int:
@@ -105,14 +109,18 @@ def test_full_and_cross_formats():
 
 def test_parent_error_is_shown():
     broken = Program(id="b", code=PROGRAM, generation=1, island=0, error="ZeroDivisionError")
-    prompt = build_prompt(TEMPLATES, "full", TASK, broken, [], [])
+    prompt = build_prompt(TEMPLATES, "full", TASK, broken, [], [], fitness="combined_score")
     assert "ZeroDivisionError" in prompt.user
     assert "combined_score=invalid" in prompt.user
 
 
 def test_format_metrics_orders_and_compacts():
-    line = format_metrics({"zeta": 12345.678, "time_ms": 0.000123456, "combined_score": 1})
-    assert line == "combined_score=1 time_ms=0.0001235 zeta=12346"
+    metrics = {"zeta": 12345.678, "time_ms": 0.000123456, "combined_score": 1}
+    line = format_metrics(metrics, 1, "combined_score")
+    assert line == "combined_score=1 time_ms=0.0001235 zeta=12346"  # all, by name
+    chosen = format_metrics(metrics, 1, "combined_score", ("zeta", "missing", "time_ms"))
+    assert chosen == "combined_score=1 zeta=12346 time_ms=0.0001235"  # the shown, in order
+    assert format_metrics(metrics, None, "fit", ("zeta",)) == "fit=invalid zeta=12346"
 
 
 def test_trims_worst_inspiration_first():

@@ -188,7 +188,7 @@ def test_references_are_ranked_but_never_parents(tmp_path, monkeypatch, caplog):
                   "policies/absent.py"]
     overrides = ["evolution.num_islands=1", "evolution.max_in_flight=1",
                  "evolution.migration_interval=0", *NO_SPEED,
-                 "task.references=" + json.dumps(references)]
+                 "task.engine.references=" + json.dumps(references)]
     reason, run_dir = run_in_process(tmp_path, "refs", [*overrides, "evolution.generations=4"])
     assert reason == "finished"
     rows = {p["id"]: p for p in programs(run_dir)}

@@ -41,6 +41,11 @@ def prog(pid, generation, score, island=0, parent_id=None, model="m1", **kw) -> 
     )
 
 
+COLUMNS = ("balancedness_gpu", "balancedness_slot", "time_ms", "migration")
+PARETO = ("balancedness_gpu", "time_ms")
+SHOWN = {"columns": COLUMNS, "pareto": PARETO}
+
+
 def call(generation, model="m1", reply="ok", cost=0.01) -> LLMCall:
     return LLMCall(generation, model, 0.7, "sys", "user", reply, 100, 50, cost)
 
@@ -102,7 +107,7 @@ def test_pareto_front_matches_brute_force():
 
 def test_run_reports(db, tmp_path):
     run_dir = tmp_path / "runs" / "r1"
-    write_reports(db, run_dir)
+    write_reports(db, run_dir, **SHOWN)
 
     board = read(run_dir / "leaderboard.csv")
     assert list(board["id"]) == ["g4", "g1", "seed", "g3"]  # valid, non-migrant, score desc
@@ -148,8 +153,13 @@ def test_pareto_csv_drops_dominated(tmp_path):
         db.add_program(prog("fast", 1, 0.5, metrics={"balancedness_gpu": 0.5, "time_ms": 1.0}))
         db.add_program(prog("slow", 2, 0.6, metrics={"balancedness_gpu": 0.4, "time_ms": 5.0}))
         db.add_program(prog("good", 3, 0.7, metrics={"balancedness_gpu": 0.9, "time_ms": 4.0}))
-        write_reports(db, tmp_path / "run")
+        write_reports(db, tmp_path / "run", **SHOWN)
+        write_reports(db, tmp_path / "plain")
     assert sorted(read(tmp_path / "run" / "pareto.csv")["id"]) == ["fast", "good"]
+    # a task with no Pareto axes and no report columns: no pareto.csv, the engine's columns
+    assert not (tmp_path / "plain" / "pareto.csv").exists()
+    assert list(read(tmp_path / "plain" / "leaderboard.csv").columns[:4]) == [
+        "rank", "id", "score", "generation"]
 
 
 def test_empty_and_single_point_runs(tmp_path):
@@ -166,7 +176,7 @@ def test_empty_and_single_point_runs(tmp_path):
 
 def test_results_root_upsert(db, tmp_path):
     results = tmp_path / "results"
-    write_reports(db, tmp_path / "runs" / "r1", results_root=results, run_name="r1")
+    write_reports(db, tmp_path / "runs" / "r1", results_root=results, run_name="r1", **SHOWN)
     table = read(results / "leaderboard.csv")
     assert list(table["run"]) == ["r1"]
     row = table.iloc[0]
@@ -184,7 +194,7 @@ def test_results_root_upsert(db, tmp_path):
     assert list(table["run"]) == ["r1", "r2"]
 
     db.add_program(prog("g5", 5, 0.95, parent_id="g4"))
-    write_reports(db, tmp_path / "runs" / "r1", results_root=results, run_name="r1")
+    write_reports(db, tmp_path / "runs" / "r1", results_root=results, run_name="r1", **SHOWN)
     table = read(results / "leaderboard.csv")
     assert sorted(table["run"]) == ["r1", "r2"]  # updated, not duplicated
     assert table.set_index("run").loc["r1", "best_score"] == pytest.approx(0.95)

@@ -162,3 +162,29 @@ def test_reset_plan_uses_best_survivor_from_another_island():
     assert [(p.id, island) for p, island in plan] == [("s1", 0), ("s0", 2)]
     assert reset_plan([0], [prog("s0", 0.9, island=0)]) == []
     assert reset_plan([], survivors) == []
+
+
+def test_one_order_of_best_everywhere(tmp_path):
+    """Equal scores rank the same in the population, the selectors, migration, resets and
+    the reports, whatever order the programs were stored in."""
+    from evolve.database import Database
+    from evolve.population import Population
+    from evolve.records import best_first
+    from evolve.reports import write_reports
+
+    tied = [prog("b", 0.5, generation=2), prog("a", 0.5, generation=2),
+            prog("c", 0.5, generation=1), prog("d", 0.4, generation=0)]
+    for order in (tied, tied[::-1]):
+        assert [p.id for p in best_first(order)] == ["c", "a", "b", "d"]
+        assert Population(1, order).best(0, 10).id == "c"
+        assert PowerLawRank(alpha=60).select(order, random.Random(1)).id == "c"
+        assert Tournament(size=4).select(order, random.Random(1)).id == "c"
+        assert migration_plan({0: Population(2, order).best(0, 10)}, 2,
+                              lambda *_: False)[0][0].id == "c"
+        assert reset_plan([1], order)[0][0].id == "c"
+    run_dir = tmp_path / "run"
+    with Database(tmp_path / "run.db") as db:
+        db.add_programs(tied[::-1])
+        write_reports(db, run_dir)
+    assert (run_dir / "leaderboard.csv").read_text().splitlines()[1].split(",")[1] == "c"
+    assert (run_dir / "best" / "program.py").read_text() == "# c"

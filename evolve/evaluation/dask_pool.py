@@ -1,23 +1,25 @@
 """Evaluate candidates on a dask.distributed cluster (`evaluation.backend: dask`).
 
-The same interface as `evolve.evaluation.EvaluationPool` (submit, overdue, restart,
-shutdown), and the same work on the worker: `evaluate_code` writes the candidate's text
-to a local temporary file and calls the task's evaluator, which runs the candidate in
-its own killable sandbox with the task's limits. So remote workers need the project
-installed, not the run folder.
+The same interface as `evolve.evaluation.local.EvaluationPool` (submit, overdue,
+restart, shutdown), and the same work on the worker: `evaluate_code` writes the
+candidate's text to a local temporary file and has the task (rebuilt from its options)
+evaluate it; the task runs the candidate in its own killable sandbox with its limits.
+So remote workers need the project installed, not the run folder.
 
-- The task's data is shipped once: if the evaluator's module has `prepare_task(task)`,
-  its result is registered as a worker plugin, which the scheduler hands to every
+- The task's data is shipped once: what the task's `prepare()` returns (made here, in
+  the engine) is registered as a worker plugin, which the scheduler hands to every
   worker once, when it joins (restarted and late workers too); each evaluation gets it
-  as `prepared=`. (Data scattered with `client.scatter(broadcast=True)` would be lost
+  as `prepared`. (Data scattered with `client.scatter(broadcast=True)` would be lost
   when the workers holding it die, and the evaluations needing it cancelled rather
-  than run again.) Without `prepare_task`, workers load the data themselves.
+  than run again.) When `prepare()` returns None, workers load the data themselves.
 - A worker that dies mid-evaluation (killed, out of memory, machine lost) is
   dask's business: the scheduler runs the candidate again elsewhere, once
   (`allowed_failures`); a second death fails it with KilledWorker, recorded here
   as a failed evaluation that says so. Nothing waits on a lost worker.
 - Dask futures are mirrored into `concurrent.futures.Future`s, so the loop waits on
-  them together with its LLM calls and its watchdog works as with local workers.
+  them together with its LLM calls and its watchdog works as with local workers: its
+  clock starts when a worker starts the evaluation (the worker logs an event that this
+  pool subscribes to), not at submission; a re-run after a lost worker starts it again.
 """
 
 from __future__ import annotations
@@ -25,17 +27,20 @@ from __future__ import annotations
 import logging
 import time
 import uuid
+from collections.abc import Mapping
 from concurrent.futures import CancelledError, Future
 from pathlib import Path
 
 from distributed import Client, LocalCluster, WorkerPlugin, get_worker
 from distributed.scheduler import KilledWorker
 
-from evolve.evaluation import evaluate_code, prepared_data
+from evolve.evaluation.worker import evaluate_code
+from evolve.task import load_task
 
 log = logging.getLogger("evolve")
 
 ALLOWED_FAILURES = 1  # worker deaths during one evaluation before it counts as failed
+STARTED_TOPIC = "evolve-evaluation-started"  # event: a worker starts evaluation KEY
 RESTART_TIMEOUT_S = 120
 
 
@@ -45,24 +50,28 @@ def _failure(error: str) -> dict:
 
 
 class PreparedTask(WorkerPlugin):
-    """What the task's `prepare_task` returned, kept by every worker it is sent to."""
+    """What the task's `prepare()` returned, kept by every worker it is sent to."""
 
     def __init__(self, payload):
         self.payload = payload
 
 
-def evaluate_on_worker(entry: str, code: str, name: str, task: dict, results_dir: str | None,
-                       plugin: str | None) -> dict:
+def evaluate_on_worker(entry: str, options: Mapping, code: str, name: str,
+                       results_dir: str | None, plugin: str | None) -> dict:
     """On a dask worker: evaluate_code with the prepared data of plugin `plugin`, if any."""
-    prepared = get_worker().plugins[plugin].payload if plugin else None
-    return evaluate_code(entry, code, name, task, results_dir, prepared)
+    worker = get_worker()
+    worker.log_event(STARTED_TOPIC, worker.get_current_task())
+    prepared = worker.plugins[plugin].payload if plugin else None
+    return evaluate_code(entry, options, code, name, results_dir, prepared)
 
 
 class DaskEvaluationPool:
     """Submit evaluations to a dask cluster; find and restart the ones past the watchdog."""
 
-    def __init__(self, settings, entry: str, task: dict):
+    def __init__(self, settings, entry: str, options: Mapping):
         self.watchdog_s = settings.watchdog_s
+        self.entry = entry
+        self.options = dict(options)
         self.cluster = None
         if settings.scheduler == "local":
             self.cluster = LocalCluster(n_workers=settings.n_jobs, threads_per_worker=1,
@@ -74,26 +83,34 @@ class DaskEvaluationPool:
             lambda dask_scheduler, n=ALLOWED_FAILURES:
             setattr(dask_scheduler, "allowed_failures", n))
         self.plugin = None  # None: workers load the task's data themselves
-        payload = prepared_data(entry, task)
+        payload = load_task(entry, self.options).prepare()
         if payload is not None:
             self.plugin = f"evolve-prepared-{uuid.uuid4().hex[:8]}"
             self.client.register_plugin(PreparedTask(payload), name=self.plugin)
         self._running: dict[Future, object] = {}  # mirror -> dask future (kept alive)
-        self._started: dict[Future, float] = {}
+        self._by_key: dict[str, Future] = {}  # dask key -> mirror
+        self._started: dict[Future, float] = {}  # mirror -> when a worker started it
+        self.client.subscribe_topic(STARTED_TOPIC, self._on_started)
 
-    def submit(self, entry: str, program_path: str, task: dict, results_dir: str | None
-               ) -> Future:
+    def submit(self, program_path: str, results_dir: str | None = None) -> Future:
         """Ship the program's text; the future's result is evaluate_candidate's dict."""
         path = Path(program_path)
         mirror: Future = Future()
         mirror.set_running_or_notify_cancel()
-        remote = self.client.submit(evaluate_on_worker, entry, path.read_text(), path.name,
-                                    task, results_dir, self.plugin, pure=False,
+        remote = self.client.submit(evaluate_on_worker, self.entry, self.options,
+                                    path.read_text(), path.name, results_dir, self.plugin,
+                                    pure=False,
                                     key=f"evaluate-{path.stem}-{uuid.uuid4().hex[:8]}")
         self._running[mirror] = remote
-        self._started[mirror] = time.monotonic()
+        self._by_key[remote.key] = mirror
         remote.add_done_callback(lambda done: self._settle(mirror, done))
         return mirror
+
+    def _on_started(self, event: tuple) -> None:
+        """A worker started evaluation `key` (event = (timestamp, key)): start its clock."""
+        mirror = self._by_key.get(event[1])
+        if mirror is not None and mirror in self._running:
+            self._started[mirror] = time.monotonic()
 
     def _settle(self, mirror: Future, remote) -> None:
         """Runs in dask's callback thread once the dask future is done."""
@@ -110,12 +127,13 @@ class DaskEvaluationPool:
         except Exception as exc:  # scheduler or network trouble: a failure, never a hang
             result = _failure(f"dask evaluation failed: {type(exc).__name__}: {exc}")
         self._running.pop(mirror, None)
+        self._by_key.pop(remote.key, None)
         self._started.pop(mirror, None)
         if not mirror.done():
             mirror.set_result(result)
 
     def overdue(self) -> list[Future]:
-        """Evaluations submitted longer ago than the watchdog."""
+        """Evaluations that started (on a worker) longer ago than the watchdog."""
         now = time.monotonic()
         return [f for f, t in list(self._started.items()) if now - t > self.watchdog_s]
 
@@ -137,6 +155,7 @@ class DaskEvaluationPool:
                 self.client.unregister_worker_plugin(self.plugin)
             except Exception as exc:
                 log.warning("removing the dask worker plugin failed: %s", exc)
+        self.client.unsubscribe_topic(STARTED_TOPIC)
         self.client.close()
         if self.cluster is not None:
             self.cluster.close()
