@@ -6,9 +6,11 @@ the folder of real SGLang expert statistics beside the project (never copied in)
 
 from __future__ import annotations
 
+import os
 import tempfile
 from pathlib import Path
 
+import psutil
 import pytest
 
 from evolve import sandbox
@@ -19,10 +21,17 @@ REAL_SGLANG = Path(__file__).resolve().parents[2] / "shared" / "traces" / "sglan
 
 
 def _scratch_folders() -> set[str]:
-    """The engine's folders (`<prefix><pid>-...`) in the temp dir."""
+    """The engine's folders (`<prefix><pid>-...`) in the temp dir made by this test
+    process or its descendants (other test runs on the machine may have their own)."""
+    ours = {os.getpid(), *(p.pid for p in psutil.Process().children(recursive=True))}
     root = Path(tempfile.gettempdir())
-    return {p.name for prefix in SCRATCH_PREFIXES for p in root.glob(f"{prefix}*-*")
-            if p.name[len(prefix):].split("-", 1)[0].isdigit()}
+    found = set()
+    for prefix in SCRATCH_PREFIXES:
+        for folder in root.glob(f"{prefix}*-*"):
+            owner = folder.name[len(prefix):].split("-", 1)[0]
+            if owner.isdigit() and (int(owner) in ours or not psutil.pid_exists(int(owner))):
+                found.add(folder.name)
+    return found
 
 
 @pytest.fixture(scope="session", autouse=True)
