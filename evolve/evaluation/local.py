@@ -81,6 +81,7 @@ class EvaluationPool:
                                                kill_workers=True)
 
     def shutdown(self, kill: bool = False) -> None:
-        """Stop the workers: after they finish, or at once (`kill`, e.g. on Ctrl-C)."""
-        self._executor.shutdown(wait=not kill, kill_workers=kill)
+        """Stop the workers: after they finish, or at once (`kill`, e.g. on Ctrl-C); either
+        way they are gone on return, so their scratch folders can be swept."""
+        self._executor.shutdown(wait=True, kill_workers=kill)
         self._marks.cleanup()
