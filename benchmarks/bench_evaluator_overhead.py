@@ -186,7 +186,7 @@ def template_start() -> float:
     sandbox.shutdown_templates()
     start = time.perf_counter()
     server = sandbox.ForkServer()
-    server._ensure_ready()
+    server.wait_ready()
     elapsed = time.perf_counter() - start
     server.close()
     return elapsed

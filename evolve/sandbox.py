@@ -20,6 +20,7 @@ each exchange may also be given its own (`exchange(..., timeout_s=)`).
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import signal
@@ -101,12 +102,13 @@ class ForkServer:
         self.process = subprocess.Popen(
             [sys.executable, "-I", str(FORKSERVER), str(theirs.fileno()), *PRELOAD],
             stdin=subprocess.DEVNULL, env=safe_environ(1), pass_fds=(theirs.fileno(),),
-            start_new_session=True, preexec_fn=_die_with_parent)
+            start_new_session=True, preexec_fn=functools.partial(_die_with, os.getpid()))
         theirs.close()
         self._ready = False
         self.read_paths: list[str] = []
 
-    def _ensure_ready(self) -> None:
+    def wait_ready(self) -> None:
+        """Wait (once) for the template to finish its imports and say where they come from."""
         if not self._ready:
             hello = self._reply(START_TIMEOUT_S)
             self.read_paths = hello["sys_path"]
@@ -129,7 +131,7 @@ class ForkServer:
     def request(self, message: dict, fds: tuple[int, ...] = (),
                 timeout: float | None = 30.0) -> dict:
         """Send one request (with file descriptors) and return the reply."""
-        self._ensure_ready()
+        self.wait_ready()
         socket.send_fds(self._control, [json.dumps(message).encode()], list(fds))
         return self._reply(timeout)
 
@@ -149,10 +151,13 @@ class ForkServer:
         self.process.wait()
 
 
-def _die_with_parent() -> None:
+def _die_with(parent: int) -> None:
+    """In the template before exec: die with `parent`, even if it died a moment ago."""
     import ctypes
 
     ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    if os.getppid() != parent:
+        os._exit(1)
 
 
 _IDLE: list[ForkServer] = []
@@ -207,7 +212,7 @@ class Sandbox:
             enlarge_pipe(fd)
         log = os.open(self.log_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         try:
-            self._server._ensure_ready()
+            self._server.wait_ready()
             request = {
                 "op": "spawn", "script": str(script), "channel": str(CHANNEL),
                 "args": [*args, str(threads)], "scratch": self.workdir.name,

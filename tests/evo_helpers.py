@@ -251,9 +251,10 @@ def wait_for(condition, timeout: float, interval: float = 0.1) -> bool:
     return bool(condition())
 
 
-def stray_candidates() -> list[int]:
-    """Pids of sandboxed processes of this project left running: a candidate (a child of a
-    sandbox template) or a template whose parent is gone."""
+def stray_candidates(running: bool = True) -> list[int]:
+    """Pids of this project's sandboxed processes left behind: orphans adopted by init
+    (templates or candidates whose evaluator died without taking them along) and, with
+    `running`, candidates still alive under a template (a template's own children)."""
     template = str(PROJECT_ROOT / "evolve" / "forkserver.py")
     found = []
     for proc in psutil.process_iter(["cmdline", "status", "ppid"]):
@@ -261,8 +262,8 @@ def stray_candidates() -> list[int]:
             if proc.info["status"] == psutil.STATUS_ZOMBIE or \
                     template not in (proc.info["cmdline"] or ()):
                 continue
-            parent = psutil.Process(proc.info["ppid"])
-            if proc.info["ppid"] == 1 or template in parent.cmdline():
+            orphan = proc.info["ppid"] == 1
+            if orphan or (running and template in psutil.Process(proc.info["ppid"]).cmdline()):
                 found.append(proc.pid)
         except psutil.Error:
             pass

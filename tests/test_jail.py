@@ -212,7 +212,7 @@ def test_templates_hold_no_secrets_and_no_harness(monkeypatch):
     sandbox.shutdown_templates()
     sandbox.prestart()
     server = sandbox._IDLE[-1]
-    server._ensure_ready()
+    server.wait_ready()
     environ = Path(f"/proc/{server.process.pid}/environ").read_bytes()
     assert SECRET.encode() not in environ and b"OPENAI_API_KEY" not in environ
     maps = Path(f"/proc/{server.process.pid}/maps").read_text()
