@@ -73,11 +73,9 @@ def _child(request, fds, server_pid):
         tempfile.tempdir = scratch
         channel = _load("_sandbox_channel", request["channel"])
         script = _load("_sandbox_script", request["script"])
-        report = (JAIL.apply(request["read_paths"], [scratch]) if request["isolate"]
-                  else dict(JAIL.probe(), level="none", disabled=True))
+        report = JAIL.apply(request["read_paths"], [scratch])
         channel.send(outbox, {"isolation": report})
         if report["level"] == "full" or not request["required"]:
-            sys.argv = [request["script"], *request["args"]]
             script.serve(channel, inbox, outbox, request["args"])
         code = 0
     except BaseException:  # noqa: BLE001 - reported in the log, read by the engine

@@ -198,7 +198,7 @@ class Sandbox:
     use as a context manager. It may read `read_paths` besides the runtime, minus any
     runtime entry named in `hide` (e.g. the harness's own packages)."""
 
-    def __init__(self, script: Path, args: list[str], limits: Limits, threads: int = 1,
+    def __init__(self, script: Path, args: list[str], limits: Limits,
                  read_paths: tuple[str, ...] = (), hide: tuple[str, ...] = ("evolve",)):
         self.limits = limits
         self.workdir = make_scratch("sandbox-")
@@ -215,10 +215,10 @@ class Sandbox:
             self._server.wait_ready()
             request = {
                 "op": "spawn", "script": str(script), "channel": str(CHANNEL),
-                "args": [*args, str(threads)], "scratch": self.workdir.name,
+                "args": args, "scratch": self.workdir.name,
                 "memory_mb": limits.memory_mb, "cpu_s": int(limits.timeout_s) + 5,
                 "read_paths": _read_paths(self._server.read_paths, read_paths, hide),
-                "isolate": True, "required": limits.isolation == "required"}
+                "required": limits.isolation == "required"}
             self.pid = self._server.request(request, (log, to_child_r, from_child_w))["pid"]
         except BaseException:
             self._server.close()
@@ -261,7 +261,8 @@ class Sandbox:
             return receive(self._from_child, deadline)
         except TimeoutError:
             self.kill()
-            output = f"; output: {self.output_tail()}" if self.output_tail() else ""
+            tail = self.output_tail()
+            output = f"; output: {tail}" if tail else ""
             if deadline < self.deadline:
                 raise SandboxError(f"call time limit exceeded: no answer within "
                                    f"{timeout_s:g} s; killed{output}") from None
