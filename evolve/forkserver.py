@@ -1,6 +1,6 @@
 """A pre-warmed template process that forks sandboxed children in milliseconds.
 
-Run by `evolve.sandbox` only, as `python -I forkserver.py CONTROL_FD MODULE...`: it
+Run by `evolve.sandbox` only, as `python -I -u -B forkserver.py CONTROL_FD MODULE...`: it
 imports the given modules (torch, numpy: the slow part of starting a candidate) and
 nothing of the harness or the task, holds no data and no secrets (its environment is
 the sandbox's scrubbed one), and serves requests on the UNIX socket CONTROL_FD.

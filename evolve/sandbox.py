@@ -74,8 +74,6 @@ def safe_environ(threads: int = 1) -> dict[str, str]:
     env = {k: os.environ[k] for k in SAFE_ENV_KEYS if k in os.environ}
     for key in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
         env[key] = str(threads)
-    env["PYTHONDONTWRITEBYTECODE"] = "1"
-    env["PYTHONHASHSEED"] = "0"
     return env
 
 
@@ -100,7 +98,10 @@ class ForkServer:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         self._control = ours
         self.process = subprocess.Popen(
-            [sys.executable, "-I", str(FORKSERVER), str(theirs.fileno()), *PRELOAD],
+            # -I ignores PYTHON* variables, so: -u, unbuffered output (a child is killed,
+            # not exited: nothing may wait in a buffer), -B, no bytecode files written
+            [sys.executable, "-I", "-u", "-B", str(FORKSERVER), str(theirs.fileno()),
+             *PRELOAD],
             stdin=subprocess.DEVNULL, env=safe_environ(1), pass_fds=(theirs.fileno(),),
             start_new_session=True, preexec_fn=functools.partial(_die_with, os.getpid()))
         theirs.close()

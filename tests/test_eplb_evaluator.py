@@ -206,6 +206,17 @@ def test_memory_hog_fails_with_a_memory_error():
     assert "rebalance_experts raised" in error  # the import itself fitted in the limit
 
 
+def test_what_a_valid_candidate_prints_is_returned_unflushed_or_not(tmp_path):
+    program = tmp_path / "chatty.py"
+    program.write_text(INITIAL.read_text() + 'print("hello from the candidate")\n'
+                       'print("no newline, no flush", end="")\n')
+    result = run(program, results_dir=tmp_path / "out")
+    assert result["correct"] is True, result["error"]
+    assert "hello from the candidate" in result["output"]
+    assert result["output"].endswith("no newline, no flush")
+    assert (tmp_path / "out" / "output.txt").read_text() == result["output"]
+
+
 def test_noisy_candidate_is_still_correct(baseline):
     result = run("noisy")
     assert result["correct"] is True, result["error"]
