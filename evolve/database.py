@@ -37,7 +37,11 @@ CREATE TABLE IF NOT EXISTS programs (
     feedback TEXT NOT NULL,
     code_hash TEXT NOT NULL,
     eval_seconds REAL NOT NULL,
-    created_at REAL NOT NULL
+    created_at REAL NOT NULL,
+    outcome TEXT NOT NULL DEFAULT '',
+    idea TEXT NOT NULL DEFAULT '',
+    direction TEXT NOT NULL DEFAULT '',
+    duplicate_of TEXT
 );
 CREATE INDEX IF NOT EXISTS programs_generation ON programs (generation);
 CREATE TABLE IF NOT EXISTS llm_calls (
@@ -62,6 +66,15 @@ CREATE TABLE IF NOT EXISTS meta (
     value TEXT NOT NULL
 );
 """
+
+# Columns added to `programs` since the first schema: a run stored before gains them
+# (with these defaults) when it is opened again.
+_ADDED_PROGRAM_COLUMNS = {
+    "outcome": "TEXT NOT NULL DEFAULT ''",
+    "idea": "TEXT NOT NULL DEFAULT ''",
+    "direction": "TEXT NOT NULL DEFAULT ''",
+    "duplicate_of": "TEXT",
+}
 
 def _row_to_program(row: sqlite3.Row) -> Program:
     values = {name: row[name] for name in _PROGRAM_FIELDS}
@@ -94,6 +107,10 @@ class Database:
                 for statement in _SCHEMA.split(";"):
                     if statement.strip():
                         self._conn.execute(statement)
+                have = {r[1] for r in self._conn.execute("PRAGMA table_info(programs)")}
+                for name, kind in _ADDED_PROGRAM_COLUMNS.items():
+                    if name not in have:
+                        self._conn.execute(f"ALTER TABLE programs ADD COLUMN {name} {kind}")
                 self._conn.execute("COMMIT")
             except BaseException:
                 self._conn.execute("ROLLBACK")

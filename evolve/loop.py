@@ -193,7 +193,7 @@ class Evolution:
             proposal = self.proposer.plan(generation, self.population, cutoff,
                                           self.bandit.choose if self.bandit else None)
         except PromptTooLong as exc:
-            self._record_failure(generation, None, f"prompt too long: {exc}")
+            self._record_failure(generation, None, f"prompt too long: {exc}", "prompt_too_long")
             return
         flight = _Flight(proposal)
         self.flights[generation] = flight
@@ -226,7 +226,7 @@ class Evolution:
         try:
             code, description = offline_mutation(proposal.parent.code, other, rng)
         except patches.PatchError as exc:
-            self._record_failure(generation, None, f"offline operator: {exc}")
+            self._record_failure(generation, None, f"offline operator: {exc}", "operator_failed")
             return
         log.info("generation %d: %s", generation, description)
         self._evaluate(generation, code)
@@ -238,13 +238,13 @@ class Evolution:
             self.db.add_llm_call(call)
             self.cost += call.cost
         if call.reply is None:
-            self._record_failure(generation, None, f"LLM call failed: {call.error}")
+            self._record_failure(generation, None, f"LLM call failed: {call.error}", "llm_error")
             return
         proposal = flight.proposal
         try:
             code = patches.apply_reply(proposal.patch_type, proposal.parent.code, call.reply)
         except patches.PatchError as exc:
-            self._record_failure(generation, None, f"unusable reply: {exc}")
+            self._record_failure(generation, None, f"unusable reply: {exc}", "no_patch")
             return
         self._evaluate(generation, code)
 
@@ -254,7 +254,8 @@ class Evolution:
         if twin is not None:
             self._record_failure(generation, code,
                                  f"duplicate of program {twin.id}: identical code is not "
-                                 "evaluated again; make a real change")
+                                 "evaluated again; make a real change", "duplicate",
+                                 duplicate_of=twin.id)
             return
         self.flights[generation].code = code
         self._submit_evaluation(generation)
@@ -273,7 +274,9 @@ class Evolution:
             patch_type=p.patch_type, model=p.model)
         self._finish(program)
 
-    def _record_failure(self, generation: int, code: str | None, error: str) -> None:
+    def _record_failure(self, generation: int, code: str | None, error: str, outcome: str,
+                        duplicate_of: str | None = None) -> None:
+        """Store a proposal that was not scored; `outcome` says why (records.OUTCOMES)."""
         flight = self.flights.pop(generation, None)
         p = flight.proposal if flight else None
         program = Program(
@@ -283,7 +286,8 @@ class Evolution:
             other_parent_id=p.other.id if p and p.other and p.patch_type in ("cross", "offline")
             else None, patch_type=p.patch_type if p else "none",
             model=p.model if p else None, valid=False, error=error,
-            code_hash=patches.code_hash(code) if code else "", created_at=time.time())
+            code_hash=patches.code_hash(code) if code else "", created_at=time.time(),
+            outcome=outcome, duplicate_of=duplicate_of)
         log.info("generation %d failed: %s", generation, error.splitlines()[0][:200])
         self._finish(program)
 
@@ -315,7 +319,7 @@ class Evolution:
             patch_type=patch_type, model=model, valid=valid, score=score,
             metrics=metrics, error=error, feedback=result.get("feedback", ""),
             code_hash=patches.code_hash(code), eval_seconds=result.get("wall_seconds", 0.0),
-            created_at=time.time())
+            created_at=time.time(), outcome="valid" if valid else "invalid")
 
     # ------------------------------------------------------------------ islands
     def _migrate(self, generation: int, cutoff: int) -> None:
@@ -398,7 +402,8 @@ class Evolution:
         for generation in victims:
             self._record_failure(generation, self.flights[generation].code,
                                  f"evaluation exceeded the watchdog "
-                                 f"({self.config.evaluation.watchdog_s:g} s) and was killed")
+                                 f"({self.config.evaluation.watchdog_s:g} s) and was killed",
+                                 "timeout")
         for future, (_, generation) in survivors.items():  # killed too: evaluate again
             self.futures.pop(future, None)
             self._submit_evaluation(generation)

@@ -32,6 +32,17 @@ class Program:
     code_hash: str = ""
     eval_seconds: float = 0.0
     created_at: float = 0.0
+    outcome: str = ""  # one of OUTCOMES; "" in rows stored before outcomes were recorded
+    idea: str = ""  # the proposal's one-line idea, as the reply stated it
+    direction: str = ""  # the research direction the prompt asked for, if any
+    duplicate_of: str | None = None  # the program whose code this one repeats
+
+
+# What became of a proposal: evaluated ("valid", "invalid") or stopped before ("duplicate",
+# "no_patch": the reply held no usable patch, "llm_error", "timeout": killed by the
+# watchdog, "prompt_too_long", "operator_failed": the offline operator found nothing).
+OUTCOMES = ("valid", "invalid", "duplicate", "no_patch", "llm_error", "timeout",
+            "prompt_too_long", "operator_failed")
 
 
 @dataclass(frozen=True)

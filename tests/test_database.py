@@ -60,6 +60,10 @@ def test_program_round_trip_every_field(db):
         code_hash="abc",
         eval_seconds=2.25,
         created_at=1700000000.5,
+        outcome="valid",
+        idea="Replicate by water-filling",
+        direction="replication",
+        duplicate_of="z",
     )
     empty = Program(id="b", code="", generation=0, island=0)  # every optional left as None
     db.add_program(full)
@@ -68,6 +72,27 @@ def test_program_round_trip_every_field(db):
     assert empty.score is None and empty.parent_id is None
     with pytest.raises(sqlite3.IntegrityError):
         db.add_program(full)
+
+
+def test_a_run_stored_before_outcomes_and_ideas_opens_with_them_empty(tmp_path):
+    """A database written with the first schema gains the new columns when opened."""
+    path = tmp_path / "old.db"
+    with sqlite3.connect(path) as conn:
+        conn.execute(
+            "CREATE TABLE programs (id TEXT PRIMARY KEY, code TEXT NOT NULL, generation INTEGER "
+            "NOT NULL, island INTEGER NOT NULL, parent_id TEXT, other_parent_id TEXT, patch_type "
+            "TEXT NOT NULL, model TEXT, valid INTEGER NOT NULL, score REAL, metrics TEXT NOT "
+            "NULL, error TEXT, feedback TEXT NOT NULL, code_hash TEXT NOT NULL, eval_seconds "
+            "REAL NOT NULL, created_at REAL NOT NULL)")
+        conn.execute("INSERT INTO programs VALUES ('seed', 'x = 1', 0, 0, NULL, NULL, 'initial', "
+                     "NULL, 1, 0.5, '{}', NULL, '', 'h', 1.0, 2.0)")
+    conn.close()
+    with Database(path) as db:
+        (old,) = db.programs()
+        assert (old.id, old.score, old.outcome, old.idea, old.duplicate_of) == (
+            "seed", 0.5, "", "", None)
+        db.add_program(prog("g1", outcome="duplicate", duplicate_of="seed", idea="same"))
+        assert db.programs()[1].duplicate_of == "seed"
 
 
 def test_llm_call_round_trip_and_cost(db):

@@ -119,11 +119,13 @@ def test_reply_kinds_are_recorded_and_reported(tmp_path, llm_server, monkeypatch
             assert p["other_parent_id"] and p["other_parent_id"] != p["parent_id"]
         if kind == "valid":
             assert p["valid"] == 1 and p["score"] > 0 and p["error"] is None, p
+            assert p["outcome"] == "valid"
             assert "    _unused = " in p["code"]
             seen_valid.add(p["patch_type"])
         else:
             assert p["valid"] == 0 and p["score"] is None and p["code"] == ""
             assert p["error"].startswith("unusable reply: ")
+            assert p["outcome"] == "no_patch"
         if kind == "nocode":
             wanted = "no SEARCH/REPLACE block" if fmt == "diff" else "no code block"
             assert wanted in p["error"]
