@@ -4,16 +4,19 @@
 
 It reads the run's database read-only (SQLite URI mode=ro: safe while the run goes on,
 never creates or changes anything) and writes the page atomically. The page's HTML, CSS
-and JavaScript are the data files in evolve/page/; the run's data is embedded as JSON in
-a <script type="application/json"> block, so the file opens from file:// and makes no
+and JavaScript are the data files in evolve/page/; the run's data is embedded in a
+<script type="application/json"> block, so the file opens from file:// and makes no
 request. Texts (code, prompts, replies, feedback) are stored once per distinct line and
-each text as runs of line numbers, which keeps a 10,000-program run's page small: a child
-repeats most of its parent's lines and a prompt repeats the programs it shows.
+each text as runs of line numbers (a child repeats most of its parent's lines, a prompt
+the programs it shows), and the JSON is gzipped and base64-encoded; the page inflates it
+with the browser's DecompressionStream. A 10,000-program run's page stays small.
 """
 
 from __future__ import annotations
 
 import argparse
+import base64
+import gzip
 import json
 import math
 import sqlite3
@@ -77,7 +80,12 @@ def derived_outcome(row: dict) -> str:
 def _connect_read_only(db_path: Path) -> sqlite3.Connection:
     if not db_path.is_file():
         raise PageError(f"{db_path} not found: is {db_path.parent} a run folder?")
-    conn = sqlite3.connect(f"{db_path.resolve().as_uri()}?mode=ro", uri=True, timeout=30)
+    # While a writer has the database open its -wal file exists, and a read-only
+    # connection reads beside it. A closed run has none: a read-only connection would
+    # create -wal and -shm files (and could not remove them), so it is read as immutable.
+    live = db_path.with_name(db_path.name + "-wal").exists()
+    flags = "mode=ro" if live else "mode=ro&immutable=1"
+    conn = sqlite3.connect(f"{db_path.resolve().as_uri()}?{flags}", uri=True, timeout=30)
     conn.row_factory = sqlite3.Row
     return conn
 
@@ -157,12 +165,20 @@ def embed_json(data) -> str:
     return text
 
 
+def embed_data(data: dict) -> str:
+    """The page's data block: {"encoding": "gzip+base64", "data": the JSON of `data`,
+    gzipped and base64-encoded}, itself JSON escaped by `embed_json`."""
+    raw = json.dumps(data, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+    packed = base64.b64encode(gzip.compress(raw.encode(), compresslevel=6, mtime=0))
+    return embed_json({"encoding": "gzip+base64", "data": packed.decode("ascii")})
+
+
 def render_page(data: dict) -> str:
     """The whole page: the template with its style, script and `data` filled in."""
     template = (PAGE_DIR / "run_page.html").read_text()
     parts = {_STYLE_MARK: (PAGE_DIR / "run_page.css").read_text(),
              _SCRIPT_MARK: (PAGE_DIR / "run_page.js").read_text(),
-             _DATA_MARK: embed_json(data)}
+             _DATA_MARK: embed_data(data)}
     for mark, text in parts.items():  # each mark once; inserted text is never re-scanned
         head, sep, tail = template.partition(mark)
         if not sep:

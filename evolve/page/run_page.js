@@ -3,8 +3,22 @@
 // text node, never parsed as HTML. All view state is in the URL hash, so a reload (the
 // page reloads itself while the run is live) keeps the view.
 "use strict";
-(function () {
-  const DATA = JSON.parse(document.getElementById("run-data").textContent);
+async function loadRunData() {  // the data block: gzipped JSON in base64 (see run_page.py)
+  const block = JSON.parse(document.getElementById("run-data").textContent);
+  if (block.encoding !== "gzip+base64") throw new Error("unknown data encoding " + block.encoding);
+  const binary = atob(block.data);
+  const bytes = new Uint8Array(binary.length);
+  for (let i = 0; i < binary.length; i++) bytes[i] = binary.charCodeAt(i);
+  const stream = new Blob([bytes]).stream().pipeThrough(new DecompressionStream("gzip"));
+  return JSON.parse(await new Response(stream).text());
+}
+
+loadRunData().then(showRun, (error) => {
+  document.getElementById("view").textContent = "This page's data cannot be read: " + error;
+  throw error;
+});
+
+function showRun(DATA) {
   const LINES = DATA.lines;
   const SVGNS = "http://www.w3.org/2000/svg";
   const PALETTE = ["#2563eb", "#dc2626", "#059669", "#d97706", "#7c3aed", "#0891b2",
@@ -375,7 +389,7 @@
       node.addEventListener("click", () => go({program: p.id}));
       g.append(node);
       if (p === BEST || p.patch === "initial" || p.kind === "migrant" || p.kind === "reset") {
-        g.append(svg("text", {x: x + 8, y: y + 3}, p.kind === "migrant" || p.kind === "reset" ? `${p.id} ← ${p.parent}` : p.id));
+        g.append(svg("text", {x: x + 8, y: y + 3}, p.kind === "migrant" || p.kind === "reset" ? `← ${p.parent}` : p.id));
       }
     }
     root.append(g);
@@ -589,21 +603,6 @@
 
     if (p.error !== null) main.append(section(p.valid ? "Error" : "Why it was not scored (as stored)", textBlock(text(p.error), "wrap", "program-error")));
 
-    const names = Object.keys(p.metrics);
-    if (names.length) {
-      const table = el("table", {class: "plain", id: "program-metrics"},
-        el("tr", {}, el("th", {}, "metric"), el("th", {class: "n"}, "value"), el("th", {class: "n"}, "parent"), el("th", {class: "n"}, "change")));
-      for (const m of names) {
-        const v = p.metrics[m], pv = parent ? parent.metrics[m] : undefined;
-        const d = finite(v) && finite(pv) ? v - pv : null;
-        table.append(el("tr", {}, el("td", {}, m), el("td", {class: "n"}, fmt(v)), el("td", {class: "n"}, pv === undefined ? "–" : fmt(pv)),
-          el("td", {class: "n " + (d > 0 ? "up" : d < 0 ? "down" : "")}, d === null ? "–" : fmtDelta(d))));
-      }
-      main.append(section("Metrics", table));
-    }
-    const feedback = text(p.feedback);
-    if (feedback) main.append(section("Evaluator feedback", textBlock(feedback, "wrap", "program-feedback")));
-
     const code = text(p.code) || "";
     if (code) {
       const others = el("select", {id: "compare-with", onchange: (e) => go({...state, vs: e.target.value})},
@@ -618,8 +617,23 @@
         box.append(el("p", {class: "muted"}, `from ${against.id} to ${p.id}: ${adds} lines added, ${dels} removed`), pre);
       } else box.append(el("p", {class: "muted"}, "No program to compare with."));
       main.append(section("Diff", el("div", {class: "controls"}, el("label", {}, "compare with ", others)), box));
-      main.append(el("details", {id: "program-code", open: ""}, el("summary", {}, "Code (" + code.split("\n").length + " lines)"), textBlock(code, "")));
+      main.append(el("details", {id: "program-code"}, el("summary", {}, "Code (" + code.split("\n").length + " lines)"), textBlock(code, "")));
     } else main.append(section("Code", el("p", {class: "muted"}, "No code: the proposal stopped before a program was made.")));
+
+    const names = Object.keys(p.metrics);
+    if (names.length) {
+      const table = el("table", {class: "plain", id: "program-metrics"},
+        el("tr", {}, el("th", {}, "metric"), el("th", {class: "n"}, "value"), el("th", {class: "n"}, "parent"), el("th", {class: "n"}, "change")));
+      for (const m of names) {
+        const v = p.metrics[m], pv = parent ? parent.metrics[m] : undefined;
+        const d = finite(v) && finite(pv) ? v - pv : null;
+        table.append(el("tr", {}, el("td", {}, m), el("td", {class: "n"}, fmt(v)), el("td", {class: "n"}, pv === undefined ? "–" : fmt(pv)),
+          el("td", {class: "n " + (d > 0 ? "up" : d < 0 ? "down" : "")}, d === null ? "–" : fmtDelta(d))));
+      }
+      main.append(section("Metrics", table));
+    }
+    const feedback = text(p.feedback);
+    if (feedback) main.append(section("Evaluator feedback", textBlock(feedback, "wrap", "program-feedback")));
 
     if (p.calls.length) {
       const box = el("div", {id: "program-calls"});
@@ -717,4 +731,4 @@
     }, DATA.refresh_s * 1000);
   }
   if (DATA.live) reloadLater();
-})();
+}
