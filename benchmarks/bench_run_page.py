@@ -180,6 +180,7 @@ def browse(page: Path, last_id: str, screenshot: Path | None) -> dict[str, float
                      "lineage": timed(show("view=lineage&island=0"), "#lineage-svg"),
                      "program": timed(show(f"program={last_id}"), "#program-title")}
             if screenshot is not None:
+                tab.set_viewport_size({"width": 1400, "height": 700})
                 tab.evaluate("location.hash = 'view=overview'")
                 tab.wait_for_selector("#chart-score svg")
                 screenshot.parent.mkdir(parents=True, exist_ok=True)
@@ -197,7 +198,7 @@ def main() -> None:
     metrics, feedback, description, _, pareto = real_evaluation()
     columns = ("balancedness_gpu", "time_ms")
     with tempfile.TemporaryDirectory() as tmp:
-        run_dir = Path(tmp) / "bench-run"
+        run_dir = Path(tmp) / "synthetic-run"
         db = Database(run_dir / "evolution.db")
         started = time.perf_counter()
         fill(db, args.programs, metrics, feedback, description)

@@ -178,7 +178,7 @@ function showRun(DATA) {
          programs.length + " programs · " + proposals.length + " proposals · best ",
          BEST ? link(BEST.id, fmt(BEST.score)) : "–",
          " · LLM cost " + money(TOTAL_COST) + " · written " + written));
-    document.title = DATA.run + " · eplb-evolve run";
+    document.title = DATA.run + " · evolution run";
   }
 
   // ------------------------------------------------------------------ charts (inline SVG)
@@ -314,7 +314,7 @@ function showRun(DATA) {
       const s = row(p.model);
       s.children++; if (p.valid) s.valid++; if (p.improved) s.improved++;
     }
-    const head = ["model", "calls", "failed calls", "prompt tokens", "completion tokens", "cost", "children", "valid", "improvements"];
+    const head = ["model", "calls", "failed", "prompt tokens", "completion tokens", "cost", "children", "valid", "improved"];
     const table = el("table", {class: "plain", id: "models"},
       el("tr", {}, head.map((h, i) => el("th", {class: i ? "n" : null}, h))));
     for (const [m, s] of [...stats.entries()].sort()) {
