@@ -21,6 +21,7 @@ import json
 import math
 import sqlite3
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -90,14 +91,18 @@ def _connect_read_only(db_path: Path) -> sqlite3.Connection:
     return conn
 
 
-def read_run(db_path: Path) -> dict:
-    """Programs, LLM calls and meta of a run's database, read in one read transaction."""
+def read_run(db_path: Path, after_program: int = 0, after_call: int = 0) -> dict:
+    """Programs (with their `rowid`) and LLM calls stored after the given rowid and call
+    id, the number of programs, and the meta values, read in one read transaction."""
     conn = _connect_read_only(Path(db_path))
     try:
         conn.execute("BEGIN")  # one snapshot: rows written meanwhile are all in or all out
         try:
-            programs = [dict(r) for r in conn.execute("SELECT * FROM programs ORDER BY rowid")]
-            calls = [dict(r) for r in conn.execute("SELECT * FROM llm_calls ORDER BY id")]
+            programs = [dict(r) for r in conn.execute(
+                "SELECT rowid, * FROM programs WHERE rowid > ? ORDER BY rowid", (after_program,))]
+            count = conn.execute("SELECT COUNT(*) FROM programs").fetchone()[0]
+            calls = [dict(r) for r in conn.execute(
+                "SELECT * FROM llm_calls WHERE id > ? ORDER BY id", (after_call,))]
             meta = {r["key"]: json.loads(r["value"]) for r in conn.execute("SELECT * FROM meta")}
         except sqlite3.DatabaseError as exc:
             raise PageError(f"{db_path} is not a run's database: {exc}") from None
@@ -105,7 +110,7 @@ def read_run(db_path: Path) -> dict:
             conn.execute("COMMIT")
     finally:
         conn.close()
-    return {"programs": programs, "calls": calls, "meta": meta}
+    return {"programs": programs, "count": count, "calls": calls, "meta": meta}
 
 
 def _number(value):
@@ -115,44 +120,100 @@ def _number(value):
     return value
 
 
-def page_data(run: dict, run_name: str, columns: tuple[str, ...] = (),
-              pareto: tuple[str, ...] = (), refresh_s: float = REFRESH_S) -> dict:
-    """What the page shows, from `read_run`'s rows; texts line-encoded (see `_Lines`)."""
-    lines = _Lines()
-    metric_names: dict[str, int] = {}
-    programs = []
-    for row in run["programs"]:
+def _json(value) -> str:
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+
+
+class RunEncoding:
+    """A run's rows as the page's JSON, texts line-encoded (see `_Lines`). Rows are only
+    ever added to a run, so `update` encodes only those stored since the last call: the
+    loop rewrites the page of a long run without encoding it all again."""
+
+    def __init__(self) -> None:
+        self.lines = _Lines()
+        self.metric_names: dict[str, int] = {}
+        self.line_json: list[str] = []  # JSON of each of self.lines.lines
+        self.programs: list[str] = []  # JSON of each program, in storage order
+        self.calls: list[str] = []
+        self.last_program = 0  # rowid of the last program encoded
+        self.last_call = 0
+        self.meta: dict = {}
+
+    def update(self, db_path: Path) -> bool:
+        """Encode the rows stored since the last update; False (and nothing changed) if
+        the database holds fewer programs than encoded: another file, start again."""
+        run = read_run(db_path, self.last_program, self.last_call)
+        if run["count"] != len(self.programs) + len(run["programs"]):
+            return False
+        for row in run["programs"]:
+            self.programs.append(_json(self._program(row)))
+            self.last_program = row["rowid"]
+        for row in run["calls"]:
+            self.calls.append(_json(self._call(row)))
+            self.last_call = row["id"]
+        self.line_json += [_json(line) for line in self.lines.lines[len(self.line_json):]]
+        self.meta = run["meta"]
+        return True
+
+    def _program(self, row: dict) -> dict:
         metrics = json.loads(row["metrics"] or "{}")
-        values = {metric_names.setdefault(k, len(metric_names)): _number(v)
-                  for k, v in metrics.items()}
-        programs.append({
+        names = self.metric_names
+        encode = self.lines.encode
+        return {
             "id": row["id"], "gen": row["generation"], "island": row["island"],
             "parent": row["parent_id"], "other": row["other_parent_id"],
             "patch": row["patch_type"], "model": row["model"], "valid": bool(row["valid"]),
             "score": _number(row["score"]), "outcome": derived_outcome(row),
-            "metrics": [[k, v] for k, v in values.items()],
-            "code": lines.encode(row["code"]), "error": lines.encode(row["error"]),
-            "feedback": lines.encode(row["feedback"]), "idea": row.get("idea") or "",
+            "metrics": [[names.setdefault(k, len(names)), _number(v)] for k, v in metrics.items()],
+            "code": encode(row["code"]), "error": encode(row["error"]),
+            "feedback": encode(row["feedback"]), "idea": row.get("idea") or "",
             "direction": row.get("direction") or "", "dup": row.get("duplicate_of"),
             "eval_s": _number(row["eval_seconds"]), "at": row["created_at"],
+        }  # fmt: skip
+
+    def _call(self, row: dict) -> dict:
+        encode = self.lines.encode
+        return {
+            "gen": row["generation"], "model": row["model"],
+            "temperature": _number(row["temperature"]), "system": encode(row["system"]),
+            "user": encode(row["user"]), "reply": encode(row["reply"]),
+            "error": encode(row["error"]), "prompt_tokens": row["prompt_tokens"],
+            "completion_tokens": row["completion_tokens"], "cost": _number(row["cost"]),
+            "latency_s": _number(row["latency_s"]), "attempts": row["attempts"],
+            "at": row["created_at"],
+        }  # fmt: skip
+
+    def page_json(self, run_name: str, columns: tuple[str, ...] = (),
+                  pareto: tuple[str, ...] = (), refresh_s: float = REFRESH_S) -> str:
+        """The JSON of what the page shows."""
+        state = self.meta.get("run_state") or {}
+        head = _json({
+            "run": run_name, "written_at": time.time(),
+            "live": state.get("state") == "running", "stop_reason": state.get("stop_reason"),
+            "elapsed_s": self.meta.get("elapsed_s"), "refresh_s": refresh_s,
+            "columns": list(columns), "pareto": list(pareto),
+            "metric_names": list(self.metric_names),
         })  # fmt: skip
-    calls = [{
-        "gen": c["generation"], "model": c["model"], "temperature": _number(c["temperature"]),
-        "system": lines.encode(c["system"]), "user": lines.encode(c["user"]),
-        "reply": lines.encode(c["reply"]), "error": lines.encode(c["error"]),
-        "prompt_tokens": c["prompt_tokens"], "completion_tokens": c["completion_tokens"],
-        "cost": _number(c["cost"]), "latency_s": _number(c["latency_s"]),
-        "attempts": c["attempts"], "at": c["created_at"],
-    } for c in run["calls"]]  # fmt: skip
-    state = run["meta"].get("run_state") or {}
-    return {
-        "run": run_name, "written_at": time.time(),
-        "live": state.get("state") == "running", "stop_reason": state.get("stop_reason"),
-        "elapsed_s": run["meta"].get("elapsed_s"), "refresh_s": refresh_s,
-        "columns": list(columns), "pareto": list(pareto),
-        "metric_names": list(metric_names), "lines": lines.lines,
-        "programs": programs, "calls": calls,
-    }  # fmt: skip
+        return (f'{head[:-1]},"lines":[{",".join(self.line_json)}],'
+                f'"programs":[{",".join(self.programs)}],"calls":[{",".join(self.calls)}]}}')
+
+
+_cached: tuple[tuple, RunEncoding] | None = None  # the last database's encoding, by file
+_cache_lock = threading.Lock()
+
+
+def _encoding(db_path: Path) -> RunEncoding:
+    """The encoding of db_path brought up to date (reused from the last call on that file)."""
+    global _cached
+    info = db_path.stat() if db_path.is_file() else None
+    key = (str(db_path.resolve()), info.st_dev, info.st_ino) if info else None
+    if _cached is not None and _cached[0] == key and _cached[1].update(db_path):
+        return _cached[1]
+    encoding = RunEncoding()
+    if not encoding.update(db_path):
+        raise PageError(f"{db_path} changed while it was read")
+    _cached = (key, encoding)
+    return encoding
 
 
 def embed_json(data) -> str:
@@ -165,20 +226,19 @@ def embed_json(data) -> str:
     return text
 
 
-def embed_data(data: dict) -> str:
-    """The page's data block: {"encoding": "gzip+base64", "data": the JSON of `data`,
-    gzipped and base64-encoded}, itself JSON escaped by `embed_json`."""
-    raw = json.dumps(data, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
-    packed = base64.b64encode(gzip.compress(raw.encode(), compresslevel=6, mtime=0))
+def embed_data(data_json: str) -> str:
+    """The page's data block: {"encoding": "gzip+base64", "data": `data_json` gzipped and
+    base64-encoded}, itself JSON escaped by `embed_json`."""
+    packed = base64.b64encode(gzip.compress(data_json.encode(), compresslevel=6, mtime=0))
     return embed_json({"encoding": "gzip+base64", "data": packed.decode("ascii")})
 
 
-def render_page(data: dict) -> str:
-    """The whole page: the template with its style, script and `data` filled in."""
+def render_page(data_json: str) -> str:
+    """The whole page: the template with its style, script and data filled in."""
     template = (PAGE_DIR / "run_page.html").read_text()
     parts = {_STYLE_MARK: (PAGE_DIR / "run_page.css").read_text(),
              _SCRIPT_MARK: (PAGE_DIR / "run_page.js").read_text(),
-             _DATA_MARK: embed_data(data)}
+             _DATA_MARK: embed_data(data_json)}
     for mark, text in parts.items():  # each mark once; inserted text is never re-scanned
         head, sep, tail = template.partition(mark)
         if not sep:
@@ -191,8 +251,9 @@ def write_run_page(db_path: Path, run_dir: Path, columns: tuple[str, ...] = (),
                    pareto: tuple[str, ...] = (), refresh_s: float = REFRESH_S) -> Path:
     """Write run_dir/index.html atomically from the database at db_path; its path."""
     run_dir = Path(run_dir)
-    data = page_data(read_run(Path(db_path)), run_dir.name, columns, pareto, refresh_s)
-    page = render_page(data)
+    with _cache_lock:
+        data_json = _encoding(Path(db_path)).page_json(run_dir.name, columns, pareto, refresh_s)
+    page = render_page(data_json)
     path = run_dir / "index.html"
     atomic_write(path, lambda f: f.write(page))
     return path

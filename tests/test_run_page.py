@@ -44,7 +44,7 @@ from evolve import reports
 from evolve.database import Database
 from evolve.records import LLMCall, Program
 from evolve.reports import write_reports
-from evolve.run_page import embed_json, write_run_page
+from evolve.run_page import RunEncoding, embed_json, write_run_page
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"  # Debian's package
 BROWSER_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
@@ -169,6 +169,24 @@ def embedded_data(page: Path) -> dict:
     wrapper = json.loads(block.split("</script>")[0])
     assert wrapper["encoding"] == "gzip+base64"
     return json.loads(gzip.decompress(base64.b64decode(wrapper["data"])))
+
+
+def decoded(data: dict) -> dict:
+    """`data` with its texts and metric names spelled out (as the page decodes them)."""
+    def text(runs):
+        if runs is None:
+            return None
+        pairs = zip(runs[::2], runs[1::2], strict=True)
+        return "\n".join(data["lines"][start + k] for start, count in pairs
+                         for k in range(count))
+
+    out = {k: v for k, v in data.items() if k not in ("lines", "metric_names", "written_at")}
+    out["programs"] = [{**p, **{k: text(p[k]) for k in ("code", "error", "feedback")},
+                        "metrics": {data["metric_names"][k]: v for k, v in p["metrics"]}}
+                       for p in data["programs"]]
+    out["calls"] = [{**c, **{k: text(c[k]) for k in ("system", "user", "reply", "error")}}
+                    for c in data["calls"]]
+    return out
 
 
 def by_id(run_dir: Path) -> dict[str, dict]:
@@ -454,6 +472,35 @@ def test_command_errors_exit_2(tmp_path):
                               capture_output=True, text=True, timeout=120)
         assert done.returncode == 2 and message in done.stderr, done.stderr
     assert list(tmp_path.iterdir()) == []
+
+
+def test_rewrites_encode_only_new_rows_and_match_a_fresh_page(tmp_path):
+    folder = _odd_run(tmp_path / "again", live=True)
+    db = Database(folder / "evolution.db")
+    page = write_run_page(folder / "evolution.db", folder)
+    first = embedded_data(page)
+    db.add_program(Program(id="g000004", code="x = 3\ny = 4\n", generation=4, island=0,
+                           parent_id="g000001", valid=True, score=0.7,
+                           metrics={"combined_score": 0.7, "new_metric": 1}, outcome="valid"))
+    db.add_llm_call(LLMCall(generation=4, model="m", temperature=0.5, system="s",
+                            user="u\nnew line", reply="x = 3\ny = 4"))
+    db.set_meta("run_state", {"state": "ended", "stop_reason": "finished"})
+    again = embedded_data(write_run_page(folder / "evolution.db", folder))
+    fresh = RunEncoding()
+    assert fresh.update(folder / "evolution.db")
+    expected = decoded(json.loads(fresh.page_json("again")))
+    assert decoded(again) == expected and decoded(first) != expected
+    assert expected["programs"][-1]["code"] == "x = 3\ny = 4\n"
+    assert expected["programs"][-1]["metrics"] == {"combined_score": 0.7, "new_metric": 1}
+    assert expected["calls"][-1]["user"] == "u\nnew line" and not expected["live"]
+    db.close()
+
+    (folder / "evolution.db").unlink()  # another run's database at the same path
+    with Database(folder / "evolution.db") as other:
+        other.add_program(Program(id="seed", code="z = 0\n", generation=0, island=0))
+    replaced = embedded_data(write_run_page(folder / "evolution.db", folder))
+    assert [p["id"] for p in replaced["programs"]] == ["seed"]
+    assert replaced["lines"] == ["z = 0", ""] and replaced["calls"] == []
 
 
 def test_reports_write_the_page_and_survive_its_failure(tmp_path, monkeypatch, caplog):
