@@ -3,8 +3,9 @@
     python run_evo.py [--variant eplb_example] [section.key=value ...]
     python run_evo.py --resume results/RUN [section.key=value ...]
 
-Results land in results/RUN/: evolution.db, leaderboard.csv, generations.csv,
-llm.csv, pareto.csv, best/, plot.png, run.log, config.yaml. With no LLM endpoint
+Results land in results/RUN/: index.html (the run page, to open in a browser),
+evolution.db, leaderboard.csv, generations.csv, llm.csv, pareto.csv, best/, plot.png,
+run.log, config.yaml. With no LLM endpoint
 or key configured the run uses the built-in offline mutation operator.
 """
 
@@ -117,7 +118,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"\ninterrupted; continue with: python run_evo.py --resume {run_dir}",
               file=sys.stderr)
         return 130
-    print(f"{reason}; results in {run_dir} (leaderboard.csv, best/program.py, plot.png)")
+    print(f"{reason}; results in {run_dir}: open {run_dir / 'index.html'} in a browser "
+          "(also leaderboard.csv, best/program.py, plot.png)")
     return 0
 
 

@@ -86,6 +86,7 @@ class Evolution:
         self.llm_threads = ThreadPoolExecutor(max_workers=self.evo.max_in_flight)
         self.started = time.monotonic()
         self.elapsed_before = float(self.db.get_meta("elapsed_s", 0.0))
+        self.db.set_meta("run_state", {"state": "running"})  # the run page reloads itself
         completed = False
         try:
             self._seed()
@@ -102,6 +103,8 @@ class Evolution:
             for prefix in SCRATCH_PREFIXES:  # what killed workers could not remove
                 sweep_scratch(prefix)
             self._save_elapsed()
+            self.db.set_meta("run_state", {"state": "ended", "stop_reason": self.stop_reason
+                                           or ("finished" if completed else "interrupted")})
             self._report()
             self.db.close()
         return self.stop_reason or "finished"

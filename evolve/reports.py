@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import fcntl
 import json
+import logging
 import math
 import time
 from pathlib import Path
@@ -18,6 +19,9 @@ import pandas as pd
 from evolve.atomic import atomic_write
 from evolve.database import Database
 from evolve.records import Program, best_first
+from evolve.run_page import write_run_page
+
+log = logging.getLogger("evolve")
 
 # The task's report columns (TaskSpec.report_columns) go after "score".
 LEADERBOARD_COLUMNS = [
@@ -187,7 +191,8 @@ def write_reports(
     db: Database, run_dir: Path, results_root: Path | None = None, run_name: str | None = None,
     columns: tuple[str, ...] = (), pareto: tuple[str, ...] = (),
 ) -> None:
-    """Rewrite the run's report files in run_dir (and its row in results_root, if given).
+    """Rewrite the run's report files in run_dir (and its row in results_root, if given),
+    and the run page, index.html (see evolve.run_page; a failure there is only logged).
 
     `columns` are the metrics the leaderboards show after the score, `pareto` the
     (maximise, minimise) metrics of pareto.csv, written only when given (see TaskSpec).
@@ -239,3 +244,7 @@ def write_reports(
                 "updated_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             },
         )
+    try:
+        write_run_page(db.path, run_dir, columns, pareto)
+    except Exception as exc:  # the page is a view: it never stops the reports or the run
+        log.warning("writing the run page %s failed: %s", run_dir / "index.html", exc)
