@@ -1,0 +1,143 @@
+"""Structural fingerprints of programs, for catching duplicates before evaluation.
+
+`structure_hash` is the same for two programs that differ only in comments, blank lines,
+formatting, docstrings and the names of local variables inside functions (renamed
+canonically, in order of first appearance). Module-level names, function and class
+names, parameters and attributes are kept: other code, and callers passing keywords,
+depend on them, so two programs with one structure hash behave the same and one's result
+stands for the other's.
+
+`shape_hash` also forgets the values of numeric literals: programs sharing a shape are
+variants of one structure that only change numbers (they behave differently, so each
+is evaluated; the engine caps how many per island).
+
+Code that does not parse falls back to a hash of its text.
+"""
+
+from __future__ import annotations
+
+import ast
+import hashlib
+
+_NUMBER = "<number>"  # not an identifier, so no program can contain this name
+
+
+def _digest(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _drop_docstring(body: list[ast.stmt]) -> None:
+    if body and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant) \
+            and isinstance(body[0].value.value, str):
+        body[:1] = [] if len(body) > 1 else [ast.Pass()]
+
+
+def _bound_locals(function: ast.AST) -> list[str]:
+    """Names a function (or lambda) binds in its own scope, in source order; its
+    parameters and names declared global or nonlocal are left out."""
+    declared = {name for node in ast.walk(function) if isinstance(node, ast.Global | ast.Nonlocal)
+                for name in node.names}
+    params = {a.arg for a in ast.walk(function.args) if isinstance(a, ast.arg)}
+    found: list[str] = []
+
+    def visit(node: ast.AST) -> None:
+        for child in ast.iter_child_nodes(node):
+            if isinstance(child, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
+                found.append(child.name)  # bound here; its body is its own scope
+                continue
+            if isinstance(child, ast.Lambda):
+                continue
+            if isinstance(child, ast.Name) and isinstance(child.ctx, ast.Store):
+                found.append(child.id)
+            elif isinstance(child, ast.ExceptHandler) and child.name:
+                found.append(child.name)
+            elif isinstance(child, ast.alias):
+                found.append((child.asname or child.name).split(".")[0])
+            visit(child)
+
+    body = function.body if isinstance(function.body, list) else [function.body]
+    for statement in body:
+        visit(ast.Module(body=[statement], type_ignores=[]))
+    return [n for n in dict.fromkeys(found) if n not in params and n not in declared]
+
+
+class _Canonical(ast.NodeTransformer):
+    """Drops docstrings and renames each function's local variables canonically."""
+
+    def __init__(self, forget_numbers: bool):
+        self.forget_numbers = forget_numbers
+        self.scopes: list[dict[str, str]] = []
+        self.counter = 0
+
+    def _lookup(self, name: str) -> str:
+        for scope in reversed(self.scopes):
+            if name in scope:
+                return scope[name]
+        return name
+
+    def _function(self, node):
+        if not isinstance(node, ast.Lambda):
+            _drop_docstring(node.body)
+        scope = {}
+        for name in _bound_locals(node):
+            scope[name] = f"_v{self.counter}"
+            self.counter += 1
+        # decorators, defaults and annotations belong to the enclosing scope
+        for field in ("decorator_list", "returns"):
+            if getattr(node, field, None) is not None:
+                setattr(node, field, self.visit(getattr(node, field))
+                        if not isinstance(getattr(node, field), list)
+                        else [self.visit(d) for d in getattr(node, field)])
+        node.args = self.visit(node.args)
+        self.scopes.append(scope)
+        if isinstance(node.body, list):
+            node.body = [self.visit(s) for s in node.body]
+        else:
+            node.body = self.visit(node.body)
+        self.scopes.pop()
+        return node
+
+    visit_FunctionDef = visit_AsyncFunctionDef = visit_Lambda = _function
+
+    def visit_ClassDef(self, node: ast.ClassDef) -> ast.AST:
+        _drop_docstring(node.body)
+        return self.generic_visit(node)
+
+    def visit_Name(self, node: ast.Name) -> ast.AST:
+        node.id = self._lookup(node.id)
+        return node
+
+    def visit_ExceptHandler(self, node: ast.ExceptHandler) -> ast.AST:
+        if node.name:
+            node.name = self._lookup(node.name)
+        return self.generic_visit(node)
+
+    def visit_Constant(self, node: ast.Constant) -> ast.AST:
+        value = node.value
+        if self.forget_numbers and isinstance(value, int | float | complex) \
+                and not isinstance(value, bool):
+            return ast.Name(id=_NUMBER, ctx=ast.Load())
+        return node
+
+
+def _canonical_dump(code: str, forget_numbers: bool) -> str | None:
+    try:
+        tree = ast.parse(code)
+    except (SyntaxError, ValueError):
+        return None
+    _drop_docstring(tree.body)
+    tree = _Canonical(forget_numbers).visit(tree)
+    return ast.dump(tree, annotate_fields=False, include_attributes=False)
+
+
+def structure_hash(code: str) -> str:
+    """sha256 of the program with comments, formatting, docstrings and local names
+    normalised (see module docstring)."""
+    dump = _canonical_dump(code, forget_numbers=False)
+    return _digest("text:" + code if dump is None else dump)
+
+
+def shape_hash(code: str) -> str:
+    """`structure_hash` with every numeric literal's value forgotten."""
+    dump = _canonical_dump(code, forget_numbers=True)
+    return _digest("text:" + code if dump is None else dump)
