@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import ast
 import hashlib
+from functools import lru_cache
 
 _NUMBER = "<number>"  # not an identifier, so no program can contain this name
 
@@ -141,3 +142,9 @@ def shape_hash(code: str) -> str:
     """`structure_hash` with every numeric literal's value forgotten."""
     dump = _canonical_dump(code, forget_numbers=True)
     return _digest("text:" + code if dump is None else dump)
+
+
+@lru_cache(maxsize=4096)
+def fingerprints(code: str) -> tuple[str, str]:
+    """(structure_hash, shape_hash) of `code`, remembered for programs seen again."""
+    return structure_hash(code), shape_hash(code)

@@ -114,7 +114,7 @@ def build_prompt(
     estimate_tokens: Callable[[str], int] = lambda s: len(s) // 4 + 1,
     fitness: str = "score",
     shown_metrics: tuple[str, ...] = (),
-    memory: Memory = Memory(),
+    memory: Memory | None = None,
     direction: str = "",
 ) -> Prompt:
     """Render the prompt for `patch_type`, trimming to `token_budget` (see module docstring).
@@ -162,6 +162,7 @@ def build_prompt(
     def fits(user: str) -> bool:
         return estimate_tokens(system) + estimate_tokens(user) <= token_budget
 
+    memory = memory or Memory()
     shown = {parent.id, other_parent.id if other_parent else None}
     parts = {
         "inspirations": sorted((p for p in inspirations if p.id not in shown),
@@ -201,3 +202,21 @@ def _truncate_notes(notes: str, render, fits) -> str:
         else:
             hi = mid - 1
     return render(notes[:lo] + _TRUNCATED) if lo else render("")
+
+
+def build_summary_prompt(templates_dir: Path, task_description: str, ledger: str,
+                         token_budget: int = 32768,
+                         estimate_tokens: Callable[[str], int] = lambda s: len(s) // 4 + 1
+                         ) -> Prompt:
+    """The request of the optional LLM summary: the ledgers of ideas, to be condensed into
+    advice for later prompts; the ledger's last lines are cut to fit `token_budget`."""
+    t = _Templates(templates_dir)
+    system = t.render("summary_system", task_description=task_description.strip())
+    lines = ledger.splitlines()
+    user = t.render("summary", ledger=ledger)
+    trimmed = []
+    while estimate_tokens(system) + estimate_tokens(user) > token_budget and lines:
+        lines.pop()
+        user = t.render("summary", ledger="\n".join(lines))
+        trimmed = ["ledger cut"]
+    return Prompt(system=system, user=user, trimmed=tuple(trimmed))
