@@ -1,11 +1,11 @@
 """Structural fingerprints of programs, for catching duplicates before evaluation.
 
 `structure_hash` is the same for two programs that differ only in comments, blank lines,
-formatting, docstrings and the names of local variables inside functions (renamed
-canonically, in order of first appearance). Module-level names, function and class
-names, parameters and attributes are kept: other code, and callers passing keywords,
-depend on them, so two programs with one structure hash behave the same and one's result
-stands for the other's.
+formatting, docstrings and the names of local variables inside functions and of lambda
+parameters (renamed canonically, in order of first appearance). Module-level names,
+function and class names, function parameters and attributes are kept: other code, and
+callers passing keywords, depend on them, so two programs with one structure hash
+behave the same and one's result stands for the other's.
 
 `shape_hash` also forgets the values of numeric literals: programs sharing a shape are
 variants of one structure that only change numbers (they behave differently, so each
@@ -40,6 +40,8 @@ def _bound_locals(function: ast.AST) -> list[str]:
                 for name in node.names}
     params = {a.arg for a in ast.walk(function.args) if isinstance(a, ast.arg)}
     found: list[str] = []
+    if isinstance(function, ast.Lambda):  # nothing calls a lambda by keyword: rename those
+        found, params = [a.arg for a in ast.walk(function.args) if isinstance(a, ast.arg)], set()
 
     def visit(node: ast.AST) -> None:
         for child in ast.iter_child_nodes(node):
@@ -79,6 +81,7 @@ class _Canonical(ast.NodeTransformer):
     def _function(self, node):
         if not isinstance(node, ast.Lambda):
             _drop_docstring(node.body)
+            node.name = self._lookup(node.name)  # renamed only when nested in a function
         scope = {}
         for name in _bound_locals(node):
             scope[name] = f"_v{self.counter}"
@@ -90,6 +93,10 @@ class _Canonical(ast.NodeTransformer):
                         if not isinstance(getattr(node, field), list)
                         else [self.visit(d) for d in getattr(node, field)])
         node.args = self.visit(node.args)
+        if isinstance(node, ast.Lambda):
+            for arg in ast.walk(node.args):
+                if isinstance(arg, ast.arg):
+                    arg.arg = scope[arg.arg]
         self.scopes.append(scope)
         if isinstance(node.body, list):
             node.body = [self.visit(s) for s in node.body]
@@ -102,6 +109,7 @@ class _Canonical(ast.NodeTransformer):
 
     def visit_ClassDef(self, node: ast.ClassDef) -> ast.AST:
         _drop_docstring(node.body)
+        node.name = self._lookup(node.name)
         return self.generic_visit(node)
 
     def visit_Name(self, node: ast.Name) -> ast.AST:

@@ -349,11 +349,10 @@ class Evolution:
                                      f"duplicate of program g{owner:06d}, whose evaluation "
                                      "was killed; not evaluated again", "duplicate",
                                      duplicate_of=f"g{owner:06d}")
-        row = self._row_from_result(generation, shared.result)
         if generation == owner:
-            return row
-        stand_in = replace(row, id=f"g{owner:06d}", generation=owner)
-        return self._duplicate_row(generation, stand_in, row.metrics, row.feedback, row.score)
+            return self._row_from_result(generation, shared.result)
+        twin = self.population.by_id[f"g{owner:06d}"]  # settled first: it is lower
+        return self._duplicate_row(generation, twin, twin.metrics, twin.feedback, twin.score)
 
     def _row_from_result(self, generation: int, result: dict) -> Program:
         flight = self.flights[generation]
