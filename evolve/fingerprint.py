@@ -64,11 +64,10 @@ def _bound_locals(function: ast.AST) -> list[str]:
     return [n for n in dict.fromkeys(found) if n not in params and n not in declared]
 
 
-class _Canonical(ast.NodeTransformer):
-    """Drops docstrings and renames each function's local variables canonically."""
+class _Canonical(ast.NodeVisitor):
+    """Drops docstrings and renames each function's local variables canonically, in place."""
 
-    def __init__(self, forget_numbers: bool):
-        self.forget_numbers = forget_numbers
+    def __init__(self):
         self.scopes: list[dict[str, str]] = []
         self.counter = 0
 
@@ -78,81 +77,92 @@ class _Canonical(ast.NodeTransformer):
                 return scope[name]
         return name
 
-    def _function(self, node):
+    def _function(self, node) -> None:
         if not isinstance(node, ast.Lambda):
             _drop_docstring(node.body)
             node.name = self._lookup(node.name)  # renamed only when nested in a function
+            for decorator in node.decorator_list:  # these belong to the enclosing scope,
+                self.visit(decorator)
+            if node.returns is not None:
+                self.visit(node.returns)
+        self.visit(node.args)  # ... as do defaults and annotations
         scope = {}
         for name in _bound_locals(node):
             scope[name] = f"_v{self.counter}"
             self.counter += 1
-        # decorators, defaults and annotations belong to the enclosing scope
-        for field in ("decorator_list", "returns"):
-            if getattr(node, field, None) is not None:
-                setattr(node, field, self.visit(getattr(node, field))
-                        if not isinstance(getattr(node, field), list)
-                        else [self.visit(d) for d in getattr(node, field)])
-        node.args = self.visit(node.args)
         if isinstance(node, ast.Lambda):
             for arg in ast.walk(node.args):
                 if isinstance(arg, ast.arg):
                     arg.arg = scope[arg.arg]
         self.scopes.append(scope)
-        if isinstance(node.body, list):
-            node.body = [self.visit(s) for s in node.body]
-        else:
-            node.body = self.visit(node.body)
+        for statement in node.body if isinstance(node.body, list) else [node.body]:
+            self.visit(statement)
         self.scopes.pop()
-        return node
 
     visit_FunctionDef = visit_AsyncFunctionDef = visit_Lambda = _function
 
-    def visit_ClassDef(self, node: ast.ClassDef) -> ast.AST:
+    def visit_ClassDef(self, node: ast.ClassDef) -> None:
         _drop_docstring(node.body)
         node.name = self._lookup(node.name)
-        return self.generic_visit(node)
+        self.generic_visit(node)
 
-    def visit_Name(self, node: ast.Name) -> ast.AST:
+    def visit_Name(self, node: ast.Name) -> None:
         node.id = self._lookup(node.id)
-        return node
 
-    def visit_ExceptHandler(self, node: ast.ExceptHandler) -> ast.AST:
+    def visit_ExceptHandler(self, node: ast.ExceptHandler) -> None:
         if node.name:
             node.name = self._lookup(node.name)
-        return self.generic_visit(node)
-
-    def visit_Constant(self, node: ast.Constant) -> ast.AST:
-        value = node.value
-        if self.forget_numbers and isinstance(value, int | float | complex) \
-                and not isinstance(value, bool):
-            return ast.Name(id=_NUMBER, ctx=ast.Load())
-        return node
+        self.generic_visit(node)
 
 
-def _canonical_dump(code: str, forget_numbers: bool) -> str | None:
+def _tokens(node, tokens: list[str], numbers: list[int]) -> None:
+    """The tree as a flat token list (node types, fields in order, literal values);
+    `numbers` gets the positions of numeric literals' values."""
+    if isinstance(node, ast.AST):
+        tokens.append(type(node).__name__)
+        if isinstance(node, ast.Constant):
+            value = node.value
+            if isinstance(value, int | float | complex) and not isinstance(value, bool):
+                numbers.append(len(tokens))
+            tokens.append(repr(value))
+        else:
+            for name in node._fields:
+                _tokens(getattr(node, name, None), tokens, numbers)
+        tokens.append(")")
+    elif isinstance(node, list):
+        tokens.append("[")
+        for item in node:
+            _tokens(item, tokens, numbers)
+        tokens.append("]")
+    else:
+        tokens.append(repr(node))
+
+
+@lru_cache(maxsize=4096)
+def fingerprints(code: str) -> tuple[str, str]:
+    """(structure_hash, shape_hash) of `code` (see module docstring); remembered for
+    programs seen again. Code that does not parse is hashed as text."""
     try:
         tree = ast.parse(code)
     except (SyntaxError, ValueError):
-        return None
+        return _digest("text:" + code), _digest("text:" + code)
     _drop_docstring(tree.body)
-    tree = _Canonical(forget_numbers).visit(tree)
-    return ast.dump(tree, annotate_fields=False, include_attributes=False)
+    tokens: list[str] = []
+    numbers: list[int] = []
+    _Canonical().visit(tree)
+    _tokens(tree, tokens, numbers)
+    structure = _digest("\x00".join(tokens))
+    for at in numbers:
+        tokens[at] = _NUMBER
+    return structure, _digest("\x00".join(tokens))
 
 
 def structure_hash(code: str) -> str:
     """sha256 of the program with comments, formatting, docstrings and local names
     normalised (see module docstring)."""
-    dump = _canonical_dump(code, forget_numbers=False)
-    return _digest("text:" + code if dump is None else dump)
+    return fingerprints(code)[0]
 
 
 def shape_hash(code: str) -> str:
     """`structure_hash` with every numeric literal's value forgotten."""
-    dump = _canonical_dump(code, forget_numbers=True)
-    return _digest("text:" + code if dump is None else dump)
-
-
-@lru_cache(maxsize=4096)
-def fingerprints(code: str) -> tuple[str, str]:
-    """(structure_hash, shape_hash) of `code`, remembered for programs seen again."""
-    return structure_hash(code), shape_hash(code)
+    return fingerprints(code)[1]
