@@ -54,6 +54,7 @@ class _Flight:
     code: str | None = None  # known once its reply is patched
     idea: str = ""
     structure: str = ""  # the structure hash of its code, when it shares an evaluation
+    capped: tuple[str, int] | None = None  # (first, count) of its island's numeric variants
     row: Program | None = None  # its finished row, written once lower generations' code is known
 
 
@@ -295,19 +296,12 @@ class Evolution:
             return
         twin = self.population.twin(structure)
         if twin is not None:
-            flight.row = self._duplicate_row(generation, twin, twin.metrics, twin.feedback,
-                                             twin.score if twin.valid else None)
+            flight.row = self._twin_row(generation, twin)
             return
         island, cutoff = flight.proposal.island, max(0, generation - self.evo.max_in_flight)
         variants = self.population.variants(island, shape, cutoff)
         if len(variants) >= self.evo.literal_variants:
-            first = variants[0]
-            flight.row = self._failure_row(
-                generation, code, f"duplicate of program {first.id} up to numbers: island "
-                f"{island} has {len(variants)} programs that differ from it only in numeric "
-                f"literals (at most {self.evo.literal_variants}, evolution.literal_variants); "
-                "not evaluated: change the structure, not only the numbers", "duplicate",
-                duplicate_of=first.id)
+            flight.capped = (variants[0].id, len(variants))  # decided once lower code is known
             return
         flight.structure = structure
         self.evaluations[structure] = _Evaluation(
@@ -325,6 +319,8 @@ class Evolution:
             flight = self.flights[generation]
             if flight.code is None and flight.row is None:
                 return
+            if flight.row is None and flight.capped:
+                flight.row = self._capped_row(generation)
             if flight.row is None and flight.structure:
                 flight.row = self._shared_row(generation, self.evaluations[flight.structure])
             if flight.row is not None:
@@ -334,6 +330,31 @@ class Evolution:
                 if shared is not None and not any(
                         g in self.flights for g in shared.members):
                     del self.evaluations[flight.structure]
+
+    def _capped_row(self, generation: int) -> Program | None:
+        """A numeric variant over the island's cap, now that every lower generation's code
+        is known: a duplicate if a lower one proposed the same program (then None while it
+        waits for that evaluation), else a duplicate of the variants' first, unevaluated."""
+        flight = self.flights[generation]
+        structure = fingerprints(flight.code)[0]
+        if structure in self.evaluations:
+            self.evaluations[structure].members.add(generation)
+            flight.structure, flight.capped = structure, None
+            return None
+        twin = self.population.twin(structure)
+        if twin is not None:
+            return self._twin_row(generation, twin)
+        first, count = flight.capped
+        return self._failure_row(
+            generation, flight.code, f"duplicate of program {first} up to numbers: island "
+            f"{flight.proposal.island} has {count} programs that differ from it only in "
+            f"numeric literals (at most {self.evo.literal_variants}, evolution."
+            "literal_variants); not evaluated: change the structure, not only the numbers",
+            "duplicate", duplicate_of=first)
+
+    def _twin_row(self, generation: int, twin: Program) -> Program:
+        return self._duplicate_row(generation, twin, twin.metrics, twin.feedback,
+                                   twin.score if twin.valid else None)
 
     def _shared_row(self, generation: int, shared: _Evaluation) -> Program | None:
         """The row of a member of a finished evaluation: its lowest member owns the result,
@@ -351,8 +372,7 @@ class Evolution:
                                      duplicate_of=f"g{owner:06d}")
         if generation == owner:
             return self._row_from_result(generation, shared.result)
-        twin = self.population.by_id[f"g{owner:06d}"]  # settled first: it is lower
-        return self._duplicate_row(generation, twin, twin.metrics, twin.feedback, twin.score)
+        return self._twin_row(generation, self.population.by_id[f"g{owner:06d}"])  # lower: settled
 
     def _row_from_result(self, generation: int, result: dict) -> Program:
         flight = self.flights[generation]
