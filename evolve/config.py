@@ -206,6 +206,11 @@ class EvolutionConfig:
     migration_interval: int = 20
     stagnation_patience: int = 0  # migration rounds without improvement before a reset; 0 = off
     max_in_flight: int = 4
+    memory_children: int = 5  # the parent's latest children shown in the prompt; 0 = none
+    memory_ledger: int = 4  # ideas per list of the island's ledger in the prompt; 0 = none
+    summary_every: int = 0  # an LLM call condenses the ledgers every N generations; 0 = off
+    literal_variants: int = 4  # programs per island alike up to numeric literals (>= 1)
+    adaptive_patch_types: bool = False  # patch types chosen by UCB on the models' reward
 
 
 @dataclass(frozen=True)
@@ -340,7 +345,9 @@ def check_values(config: RunConfig) -> None:
                "evaluation.n_jobs": ev.n_jobs, "report_every": config.report_every}, 1)
     _at_least({f"evolution.{k}": getattr(evo, k) for k in (
         "generations", "inspirations_island", "inspirations_archive", "failures_in_prompt",
-        "migration_interval", "stagnation_patience")}, 0)
+        "migration_interval", "stagnation_patience", "memory_children", "memory_ledger",
+        "summary_every")}, 0)
+    _at_least({"evolution.literal_variants": evo.literal_variants}, 1)
     _at_least({"evaluation.watchdog_s": ev.watchdog_s, "budget.max_wall_s":
                config.budget.max_wall_s, "llm.retry.timeout_s": llm.retry.timeout_s}, 0, True)
     _at_least({"llm.retry.max_retries": llm.retry.max_retries,
@@ -352,6 +359,10 @@ def check_values(config: RunConfig) -> None:
     if len(pareto) not in (0, 2):
         raise _bad("task.engine.pareto", list(pareto),
                    "two metrics, [one to maximise, one to minimise], or none")
+    for name, text in config.task.engine.directions.items():
+        if not isinstance(name, str) or not isinstance(text, str) or not text.strip():
+            raise _bad(f"task.engine.directions.{name}", text,
+                       "a mapping of direction names to non-empty texts for the prompt")
     _check_selection(evo)
     _check_patch_types(evo.patch_types)
     _check_models(llm)

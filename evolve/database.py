@@ -58,7 +58,8 @@ CREATE TABLE IF NOT EXISTS llm_calls (
     latency_s REAL NOT NULL,
     attempts INTEGER NOT NULL,
     error TEXT,
-    created_at REAL NOT NULL
+    created_at REAL NOT NULL,
+    purpose TEXT NOT NULL DEFAULT 'mutation'
 );
 CREATE INDEX IF NOT EXISTS llm_calls_generation ON llm_calls (generation);
 CREATE TABLE IF NOT EXISTS meta (
@@ -67,14 +68,15 @@ CREATE TABLE IF NOT EXISTS meta (
 );
 """
 
-# Columns added to `programs` since the first schema: a run stored before gains them
-# (with these defaults) when it is opened again.
+# Columns added to `programs` and `llm_calls` since the first schema: a run stored before
+# gains them (with these defaults) when it is opened again.
 _ADDED_PROGRAM_COLUMNS = {
     "outcome": "TEXT NOT NULL DEFAULT ''",
     "idea": "TEXT NOT NULL DEFAULT ''",
     "direction": "TEXT NOT NULL DEFAULT ''",
     "duplicate_of": "TEXT",
 }
+_ADDED_CALL_COLUMNS = {"purpose": "TEXT NOT NULL DEFAULT 'mutation'"}
 
 def _row_to_program(row: sqlite3.Row) -> Program:
     values = {name: row[name] for name in _PROGRAM_FIELDS}
@@ -107,10 +109,12 @@ class Database:
                 for statement in _SCHEMA.split(";"):
                     if statement.strip():
                         self._conn.execute(statement)
-                have = {r[1] for r in self._conn.execute("PRAGMA table_info(programs)")}
-                for name, kind in _ADDED_PROGRAM_COLUMNS.items():
-                    if name not in have:
-                        self._conn.execute(f"ALTER TABLE programs ADD COLUMN {name} {kind}")
+                for table, added in (("programs", _ADDED_PROGRAM_COLUMNS),
+                                     ("llm_calls", _ADDED_CALL_COLUMNS)):
+                    have = {r[1] for r in self._conn.execute(f"PRAGMA table_info({table})")}
+                    for name, kind in added.items():
+                        if name not in have:
+                            self._conn.execute(f"ALTER TABLE {table} ADD COLUMN {name} {kind}")
                 self._conn.execute("COMMIT")
             except BaseException:
                 self._conn.execute("ROLLBACK")

@@ -8,7 +8,16 @@ or resumed.
 
 from __future__ import annotations
 
+from evolve.fingerprint import fingerprints
 from evolve.records import Program, best_first
+
+
+def evaluated(program: Program) -> bool:
+    """Whether the program's row holds the result of its own evaluation (not a copy, not a
+    duplicate, not a failure before or during evaluation)."""
+    if program.patch_type in ("migrant", "reference"):
+        return False
+    return program.outcome in ("valid", "invalid") or (program.outcome == "" and program.valid)
 
 
 class Population:
@@ -17,7 +26,8 @@ class Population:
     def __init__(self, num_islands: int, programs: list[Program] = ()):
         self.num_islands = num_islands
         self.by_island: dict[int, list[Program]] = {i: [] for i in range(num_islands)}
-        self.hashes: dict[str, list[Program]] = {}
+        self.structures: dict[str, list[Program]] = {}  # evaluated programs by structure
+        self.shapes: dict[tuple[int, str], list[Program]] = {}  # ... by (island, shape)
         self.by_id: dict[str, Program] = {}
         for program in programs:
             self.add(program)
@@ -32,8 +42,10 @@ class Population:
         if program.patch_type == "reference":
             return
         self.by_island.setdefault(program.island, []).append(program)
-        if program.valid and program.patch_type != "migrant":
-            self.hashes.setdefault(program.code_hash, []).append(program)
+        if evaluated(program):
+            structure, shape = fingerprints(program.code)
+            self.structures.setdefault(structure, []).append(program)
+            self.shapes.setdefault((program.island, shape), []).append(program)
 
     def visible(self, island: int | None, cutoff: int, valid_only: bool = True) -> list[Program]:
         """Programs of one island (or all) with generation <= cutoff."""
@@ -46,10 +58,17 @@ class Population:
         ranked = top(self.visible(island, cutoff), 1)
         return ranked[0] if ranked else None
 
-    def twin(self, code_hash: str, cutoff: int) -> Program | None:
-        """The earliest valid non-migrant program with this code and generation <= cutoff."""
-        found = [p for p in self.hashes.get(code_hash, ()) if p.generation <= cutoff]
+    def twin(self, structure: str) -> Program | None:
+        """The earliest evaluated program (any island, any generation) with this structure
+        hash (`evolve.fingerprint`); references and migrant copies are never twins."""
+        found = self.structures.get(structure, ())
         return min(found, key=lambda p: (p.generation, p.id)) if found else None
+
+    def variants(self, island: int, shape: str, cutoff: int) -> list[Program]:
+        """The island's evaluated programs of generations <= cutoff with this shape hash
+        (alike up to numeric literals), earliest first."""
+        return sorted((p for p in self.shapes.get((island, shape), ()) if p.generation <= cutoff),
+                      key=lambda p: (p.generation, p.id))
 
     def holds(self, island: int, code_hash: str, cutoff: int | None = None,
               generation: int | None = None) -> bool:

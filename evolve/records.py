@@ -62,6 +62,7 @@ class LLMCall:
     attempts: int = 1
     error: str | None = None
     created_at: float = 0.0
+    purpose: str = "mutation"  # mutation (a generation's proposal) | summary (of the ledgers)
 
 
 def best_first(programs: Iterable[Program]) -> list[Program]:

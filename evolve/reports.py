@@ -26,6 +26,7 @@ log = logging.getLogger("evolve")
 # The task's report columns (TaskSpec.report_columns) go after "score".
 LEADERBOARD_COLUMNS = [
     "rank", "id", "score", "generation", "island", "parent_id", "patch_type", "model", "cost",
+    "direction", "idea",
 ]  # fmt: skip
 GENERATION_COLUMNS = [
     "generation", "programs", "child_score", "valid", "best_so_far", "mean_so_far",
@@ -92,7 +93,7 @@ def _leaderboard_rows(ranked: list[Program], cost: dict[int, float],
                 **{m: p.metrics.get(m) for m in metrics},
                 "generation": p.generation, "island": p.island, "parent_id": p.parent_id,
                 "patch_type": p.patch_type, "model": p.model,
-                "cost": cost.get(p.generation, 0.0),
+                "cost": cost.get(p.generation, 0.0), "direction": p.direction, "idea": p.idea,
             }
         )  # fmt: skip
     return rows

@@ -3,7 +3,8 @@
 A task's YAML (configs/task/NAME.yaml) has two parts. Its `engine:` section is a
 `TaskSpec`, the only part the engine reads: which `Task` class to build, the initial
 program, the reference programs, the prompt's task description (a template), the
-fitness metric, the metrics shown to the model, the report columns and Pareto axes.
+fitness metric, the metrics shown to the model, the report columns and Pareto axes,
+and the research directions one of which each prompt asks to follow.
 Every other key is the task's own option, read only by the task: the engine passes
 them, as a plain mapping, to the task's constructor, in the engine and in every
 evaluation worker (local or remote), so a task is rebuilt anywhere from plain data.
@@ -17,7 +18,7 @@ from __future__ import annotations
 import importlib
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 Metrics = dict[str, float | int | str]
@@ -35,6 +36,7 @@ class TaskSpec:
     prompt_metrics: tuple[str, ...] = ()  # shown to the model, in this order (empty: all)
     report_columns: tuple[str, ...] = ()  # leaderboard columns after the score
     pareto: tuple[str, ...] = ()  # (metric to maximise, metric to minimise), or none
+    directions: dict = field(default_factory=dict)  # research directions: name -> prompt text
 
 
 class Task(Protocol):

@@ -41,6 +41,13 @@ BAD_VALUES = [
     ("evaluation.watchdog_s=0", ["evaluation.watchdog_s", "> 0"]),
     ("evaluation.n_jobs=0", ["evaluation.n_jobs", ">= 1"]),
     ("budget.max_cost_usd=-5", ["budget.max_cost_usd", "-5", ">= 0"]),
+    ("evolution.literal_variants=0", ["evolution.literal_variants", "0", ">= 1"]),
+    ("evolution.memory_children=-1", ["evolution.memory_children", "-1", ">= 0"]),
+    ("evolution.memory_ledger=-2", ["evolution.memory_ledger", "-2", ">= 0"]),
+    ("evolution.summary_every=-1", ["evolution.summary_every", "-1", ">= 0"]),
+    ("evolution.adaptive_patch_types=maybe", ["evolution.adaptive_patch_types", "bool"]),
+    ("task.engine.directions={speed: ''}",
+     ["task.engine.directions.speed", "''", "non-empty texts"]),
 ]
 
 

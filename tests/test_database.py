@@ -112,6 +112,28 @@ def test_llm_call_round_trip_and_cost(db):
     assert usage["m2"]["failures"] == 1 and usage["m2"]["cost"] == 0.25
 
 
+def test_a_run_stored_before_call_purposes_opens_with_mutation_calls(tmp_path):
+    """An llm_calls table without `purpose` gains it; its calls count as mutations."""
+    path = tmp_path / "old.db"
+    with sqlite3.connect(path) as conn:
+        conn.execute(
+            "CREATE TABLE llm_calls (id INTEGER PRIMARY KEY AUTOINCREMENT, generation INTEGER "
+            "NOT NULL, model TEXT NOT NULL, temperature REAL NOT NULL, system TEXT NOT NULL, "
+            "user TEXT NOT NULL, reply TEXT, prompt_tokens INTEGER NOT NULL, completion_tokens "
+            "INTEGER NOT NULL, cost REAL NOT NULL, latency_s REAL NOT NULL, attempts INTEGER "
+            "NOT NULL, error TEXT, created_at REAL NOT NULL)")
+        conn.execute("INSERT INTO llm_calls VALUES (NULL, 3, 'm', 0.5, 's', 'u', 'r', 1, 2, "
+                     "0.1, 0.2, 1, NULL, 5.0)")
+    conn.close()
+    with Database(path) as db:
+        (old,) = db.llm_calls()
+        assert (old.generation, old.reply, old.purpose) == (3, "r", "mutation")
+        summary = LLMCall(4, "m", 0.5, "s", "u", "advice", cost=0.3, purpose="summary")
+        db.add_llm_call(summary)
+        assert db.llm_calls(4) == [summary]
+        assert db.total_cost() == pytest.approx(0.4)
+
+
 def test_empty_database(db):
     assert db.total_cost() == 0.0
     assert db.completed_generations() == set()

@@ -433,7 +433,9 @@ def test_same_seed_same_run_other_seed_other_run(tmp_path, monkeypatch):
 
 
 def test_duplicates_do_not_depend_on_which_reply_comes_first(tmp_path, monkeypatch):
-    """Two generations in flight produce the same code: both runs must agree on the outcome."""
+    """Two generations in flight produce the same code: it is evaluated once, the lower
+    generation owns the result and the higher one is its duplicate, whichever reply comes
+    first (the higher one may even be evaluated first: the lower one then takes its result)."""
     monkeypatch.setenv(KEY_ENV, "sk-test")
     outcomes = {}
     for slow_parent in ("seed", "seed-1"):  # island 0's request slow, then island 1's
@@ -448,13 +450,20 @@ def test_duplicates_do_not_depend_on_which_reply_comes_first(tmp_path, monkeypat
                 "evolution.max_in_flight=2", "evolution.patch_types={diff: 1.0}",
                 model_override(server), *NO_SPEED])
         assert reason == "finished"
-        outcomes[slow_parent] = lineage(run_dir)
+        outcomes[slow_parent] = [(row["id"], row["outcome"], row["duplicate_of"], row["valid"],
+                                  row["score"]) for row in children(run_dir)]
         own = children(run_dir)
         assert [p["parent_id"] for p in own] == ["seed", "seed-1"]
         assert own[0]["code_hash"] == own[1]["code_hash"]  # the same child twice
-    # neither generation could see the other (both start with cut-off 0): each is evaluated
+        assert own[1]["metrics"] == own[0]["metrics"]  # the result is reused, not remeasured
+        assert "not evaluated again" in own[1]["error"]
+        evaluated = [g for g in (1, 2) if (run_dir / "programs" / f"g{g:06d}.py").exists()]
+        assert len(evaluated) == 1  # one evaluation: its file is written when it is submitted
+    # the slow island-0 request (generation 1) came second, yet generation 1 owns the result
     assert outcomes["seed"] == outcomes["seed-1"]
-    assert all(row[5] == 1 for row in outcomes["seed"])
+    assert [row[:4] for row in outcomes["seed"]] == [
+        ("g000001", "valid", None, 1), ("g000002", "duplicate", "g000001", 0)]
+    assert outcomes["seed"][0][4] > 0 and outcomes["seed"][1][4] is None
 
 
 def test_failures_are_shown_in_generation_order(tmp_path, monkeypatch):

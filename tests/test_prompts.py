@@ -1,7 +1,9 @@
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
+from evolve.memory import Memory
 from evolve.prompts import Prompt, PromptTooLong, build_prompt, format_metrics
 from evolve.records import Program
 
@@ -152,3 +154,40 @@ def test_truncates_feedback_last():
 def test_prompt_too_long():
     with pytest.raises(PromptTooLong, match="budget is 50"):
         build(budget=50)
+
+
+MEMORY = Memory(children=("- generation 8 (diff): child idea A -> failed: boom",
+                          "- generation 9 (diff): child idea B -> score 0.7000 (+0.0877)"),
+                gained=("- +0.0877: gained idea A (generation 9)",
+                        "- +0.0100: gained idea B (generation 3)"),
+                flat=("- flat idea A (generation 2: failed)", "- flat idea B (generation 4: x)"),
+                advice="- advice: stop tuning margins")
+
+
+def test_memory_direction_and_ideas_are_shown():
+    ideas = [replace(p, idea=f"idea of {p.id}") for p in INSPIRATIONS]
+    prompt = build(inspirations=ideas, memory=MEMORY, direction="Forecast the load.")
+    user = prompt.user
+    for line in (*MEMORY.children, *MEMORY.gained, *MEMORY.flat, MEMORY.advice,
+                 "Forecast the load.", "Idea: idea of insp-2"):
+        assert line in user
+    order = ["# Recent failed attempts", "# What earlier children", "# Ideas tried on this",
+             "# Advice from a summary", "# Research direction", "# Your task"]
+    assert [user.index(h) for h in order] == sorted(user.index(h) for h in order)
+    assert "# What earlier children" not in build().user and "# Research" not in build().user
+
+
+def test_memory_is_trimmed_in_the_stated_order():
+    kwargs = dict(inspirations=[], memory=MEMORY, direction="Forecast the load.")
+    full = build(**kwargs)
+    # with no room for anything optional, every part goes, in order, then the feedback
+    bare = build(inspirations=[], failures=[], direction="Forecast the load.")
+    prompt = build(budget=size(bare) - 3, **kwargs)
+    assert prompt.trimmed == ("2 of 2 ideas that gained nothing", "2 of 2 ideas that gained most",
+                              "2 of 2 failures", "2 of 2 children's attempts",
+                              "1 of 1 summary advice", "parent feedback truncated")
+    assert "Forecast the load." in prompt.user  # the direction is never dropped
+    # one line less than everything: only the oldest idea that gained nothing goes
+    one_less = build(budget=size(full) - 1, **kwargs)
+    assert one_less.trimmed == ("1 of 2 ideas that gained nothing",)
+    assert "flat idea A" not in one_less.user and "flat idea B" in one_less.user

@@ -16,6 +16,7 @@ from evo_helpers import NO_SPEED, programs, run_in_process
 import initial
 from eplb import placement
 from eplb.placement import Scenario
+from evolve.fingerprint import structure_hash
 from evolve.population import Population
 from evolve.records import Program
 
@@ -177,7 +178,8 @@ def test_population_keeps_references_out_of_selection():
     assert population.by_id["ref-x"] is ref
     assert population.visible(None, 10) == [seed]
     assert population.best(0, 10) is seed
-    assert population.twin("h2", 10) is None
+    assert population.twin(structure_hash("b")) is None
+    assert population.twin(structure_hash("a")) is seed
     assert not population.holds(0, "h2")
 
 
