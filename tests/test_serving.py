@@ -190,6 +190,12 @@ def test_config_names_the_presets():
         small_task(rebalance={"migration_mode": "later"})
     with pytest.raises(ConfigError, match="score.target"):
         small_task(score={"target": "speed"})
+    with pytest.raises(ConfigError, match="task.hardware.dispatch must be one of 'normal', "
+                       "'low_latency'; got 'fast'"):
+        small_task(hardware={"dispatch": "fast"})
+    with pytest.raises(ValueError, match="dispatch must be one of normal, low_latency"):
+        serving.hardware("h800_ib400", dispatch="fast")
+    assert small_task().hardware.resolve().dispatch == "normal"
     task = small_task(hardware={"preset": "h20_ib400", "achievable_tflops": 100})
     assert task.hardware.resolve().achievable_tflops == 100
     assert small_task().score.target == "balancedness"  # the published score by default
@@ -255,3 +261,21 @@ def test_score_target_throughput(modes):
     stop = modes["stop_the_world"]
     assert stop["combined_score"] == pytest.approx(
         (stop["balancedness_gpu"] + stop["speed_score"]) / 2)
+
+
+def test_low_latency_kernels_make_throughput_the_balancedness(modes):
+    metrics = evaluate_program(initial.__file__, small_task(
+        hardware={"dispatch": "low_latency"}))["metrics"]
+    for spec in SCENARIOS:
+        summary = metrics["scenarios"][spec["name"]]
+        remote = (spec["num_nodes"] - 1) / spec["num_nodes"]
+        # one message per copy whose token is on another node, wherever the groups are
+        assert summary["internode_transfers_per_token"] == pytest.approx(8 * remote)
+        for record in summary["per_window"]:
+            assert record["throughput_vs_ideal"] == pytest.approx(record["balancedness_gpu"])
+    normal = modes["stop_the_world"]
+    assert normal["internode_transfers_per_token"] == pytest.approx(np.mean(
+        [s["internode_transfers_per_token"] for s in normal["scenarios"].values()]))
+    assert normal["internode_transfers_per_token"] < metrics["internode_transfers_per_token"]
+    # balancedness is untouched by the kernel
+    assert metrics["balancedness_gpu"] == normal["balancedness_gpu"]
