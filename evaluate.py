@@ -46,7 +46,8 @@ OPTIONAL_COLUMNS = ("rebalances", "migration", "migration_slots", "migration_byt
                     "locality_nodes_per_group")
 # the step-time model (eplb/serving.py); the gain is against the task's initial program
 # when it is one of the programs compared
-SERVING_COLUMNS = ("throughput_vs_ideal", "serving_throughput_vs_ideal", "migration_seconds",
+SERVING_COLUMNS = ("throughput_vs_ideal", "serving_throughput_vs_ideal",
+                   "internode_transfers_per_token", "migration_seconds",
                    "throughput_gain_vs_baseline")
 
 

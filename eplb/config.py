@@ -60,6 +60,10 @@ class HardwareSpec:
     combine_bytes: float | None = None
     experts_per_token: int | None = None
     groups_per_token: int | None = None
+    # DeepEP's kernels (eplb/serving.py): normal (high-throughput, prefill: one transfer
+    # per token and remote node, forwarded over NVLink) or low_latency (decode: one RDMA
+    # message per copy on a remote node)
+    dispatch: Literal["normal", "low_latency"] = "normal"
 
     def resolve(self) -> serving.Hardware:
         """The preset with the overrides applied; ValueError names the presets."""

@@ -34,6 +34,8 @@ Serving (the step-time model of eplb/serving.py, hardware from `hardware:`):
   moe_time_ms, ideal_moe_time_ms  modelled MoE time per step of the placement, and of a
                                perfectly balanced one with every group on one node
   throughput_vs_ideal          ideal_moe_time / moe_time (placement only, 1.0 = ideal)
+  internode_transfers_per_token  inter-node transfers per routed token (copies /
+                               experts_per_token), mean over layers, under hardware.dispatch
   migration_seconds            per rebalance that replaced a placement (the first: none)
   migration_time_share         share of the window's serving time the migration costs
                                (stop-the-world stall, or the async lag on the old placement)
@@ -232,20 +234,20 @@ class _ServingCost:
         """The serving metrics of window i+1 under `deployed`, installed at boundary i
         over `old` (moving `moved` slots)."""
         load = self.loads[i + 1]
-        new_s = float(serving.placement_seconds(load, deployed, counts, self.topo,
-                                                self.hw).sum())
+        cost = serving.placement_cost(load, deployed, self.topo, self.hw)
+        new_s = float(cost.seconds.sum())
         migration_s = old_s = 0.0
         if moved:
             migration_s = serving.migration_seconds(old, deployed, self.topo, self.hw,
                                                     self.expert_bytes)
             if self.mode == "async":
-                old_s = float(serving.placement_seconds(load, old, old_counts, self.topo,
-                                                        self.hw).sum())
+                old_s = float(serving.placement_seconds(load, old, self.topo, self.hw).sum())
         served_s = serving.window_seconds(new_s, old_s, migration_s, self.mode)
         ideal_s, plain_s = float(self.ideal[i]), float(self.plain[i])
         return {"moe_time_ms": 1000 * new_s / self.steps,
                 "ideal_moe_time_ms": 1000 * ideal_s / self.steps,
                 "throughput_vs_ideal": ideal_s / new_s if new_s > 0 else 1.0,
+                "internode_transfers_per_token": float(cost.transfers_per_token.mean()),
                 "migration_seconds": migration_s,
                 "migration_time_share": (served_s - new_s) / served_s if served_s > 0 else 0.0,
                 "serving_throughput_vs_ideal": ideal_s / served_s if served_s > 0 else 1.0,
@@ -324,7 +326,8 @@ def _check_timing(reply: dict, round_trip: float, scenario: Scenario, window: in
 MEANS = ("balancedness_gpu", "balancedness_slot", "balancedness_node",
          "same_window_balancedness_gpu", "no_replication_balancedness_gpu",
          "locality_nodes_per_group", "locality_nodes_per_group_weighted",
-         "moe_time_ms", "ideal_moe_time_ms", "throughput_vs_ideal", "migration_time_share",
+         "moe_time_ms", "ideal_moe_time_ms", "throughput_vs_ideal",
+         "internode_transfers_per_token", "migration_time_share",
          "serving_throughput_vs_ideal", "throughput_vs_no_replication")
 
 

@@ -50,8 +50,9 @@ def summary_text(metrics: dict) -> str:
         "(mean over scenarios)",
         f"serving model: throughput_vs_ideal {metrics['throughput_vs_ideal']:.4f}   with "
         f"migration {metrics['serving_throughput_vs_ideal']:.4f}   moe_time_ms "
-        f"{metrics['moe_time_ms']:.2f}   migration_seconds {metrics['migration_seconds']:.3f} "
-        f"per rebalance",
+        f"{metrics['moe_time_ms']:.2f}   internode_transfers_per_token "
+        f"{metrics['internode_transfers_per_token']:.2f}   migration_seconds "
+        f"{metrics['migration_seconds']:.3f} per rebalance",
         f"forecast loss (same-window minus next-window balancedness): "
         f"{metrics['forecast_loss_gpu']:.4f}   evaluation took {metrics['eval_seconds']:.1f} s",
     ]

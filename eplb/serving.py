@@ -1,46 +1,53 @@
 """A step-time model of an expert-parallel MoE layer: what a placement costs in serving.
 
 It is a model, not a measurement. For one layer and one window of loads (token copies
-routed to each expert, summed over the window's steps), with each expert's load split
-evenly over its replicas (as everywhere in the evaluator):
+routed to each expert, summed over the window's steps; tokens = copies / experts_per_token),
+with each expert's load split evenly over its replicas (as everywhere in the evaluator;
+a copy goes to any replica of its expert with equal chance, wherever its token is):
 
-  r_g        token copies GPU g receives (the sum of its slots' loads)
+  r_g        token copies GPU g serves (the sum of its slots' loads)
   compute_g  = r_g * t_copy,       t_copy = 6 * hidden * moe_intermediate / achievable FLOP/s
              (one expert is three hidden x intermediate matrices: 2 FLOPs per weight)
-  nvlink_g   = r_g * (1 - 1/gpus_per_node) * b / intra_node_bandwidth
-             b = hidden * (dispatch_bytes + combine_bytes): the copy goes out (FP8 dispatch)
-             and comes back (BF16 combine); it arrives at a uniformly random GPU of the
-             node (its source, or the GPU its inter-node transfer landed on) and is
-             forwarded over NVLink unless that is g
-  ib_n       inter-node transfers into node n. Tokens start evenly on all GPUs
-             (data-parallel attention), so a share (N-1)/N of the transfers into a node
-             come from other nodes; a token sends one transfer per (group, node) it needs,
-             not one per expert (DeepEP's IB-then-NVLink forwarding, dedup taken within
-             an expert group only). A token that selects group j puts c = experts_per_token
-             / groups_per_token copies into it; with q_jn the share of group j's load on
-             node n's replicas and the c copies independent,
-                 ib_n = (N-1)/N * sum_j (W_j / c) * (1 - (1 - q_jn)^c)
-             W_j the group's load. ib_n is smallest (W_j / c per group) when every group
-             lives on one node.
-  ib_g       = ib_n(g) * b / (gpus_per_node * inter_node_bandwidth): a node's transfers
-             share its GPUs' network cards
-  time       = max over GPUs of (compute_g + nvlink_g + ib_g), no overlap of
-             communication with computation
-  ideal      = the same with every GPU at the mean load and every group on one node,
-             its traffic spread evenly over nodes: a lower bound of time, so
-             ideal / time is in (0, 1] and 1 for a balanced placement of packed groups.
+  b          = hidden * (dispatch_bytes + combine_bytes): a message goes out (FP8 dispatch)
+             and comes back (BF16 combine)
+  Tokens start evenly on all GPUs (data-parallel attention). `hardware.dispatch` picks
+  DeepEP's kernels:
+  normal     (high-throughput, prefill) a token crosses the network once per remote node
+             holding any of its copies, whatever their groups, to the GPU of its own local
+             rank there, and is forwarded over NVLink inside the node:
+                 ib_n = tokens * (N-1)/N * P(the token has a copy on node n)
+             P from `nodes_touched` (group-limited routing, conditional Poisson sampling
+             of the groups, c = experts_per_token / groups_per_token independent copies
+             per chosen group); ib_g = ib_n(g) / gpus_per_node;
+             nvlink_g = r_g * (1 - 1/gpus_per_node)
+  low_latency (pure RDMA, decode) one message per copy served on another node, straight
+             to its GPU, no forwarding and no dedup: ib_g = r_g * (N-1)/N;
+             nvlink_g = r_g * (1 - 1/gpus_per_node) / N (copies from the node's others)
+  time       = max over GPUs of (compute_g + nvlink_g * b / intra_bw + ib_g * b / inter_bw),
+             no overlap of communication with computation
+  ideal      = the same with every GPU at the mean load and the network traffic of packed
+             groups (each group whole on one node, `packed_layout`) spread evenly over
+             GPUs: a reference, 1.0 for a balanced placement of packed groups
+
+Approximations (tests/token_dispatch_sim.py, a token-level simulation, checks them
+within 10%): each chosen group gets exactly c copies, independent of each other, and
+tokens differ only by chance (no correlated preferences); NVLink is counted per copy,
+where DeepEP sends one message per (token, GPU); the replica each copy goes to is drawn
+evenly (SGLang's static dispatch prefers a replica on the token's own GPU: the
+simulation measures that it changes transfers by under 1%).
 
 Times are linear in the load: the whole window's loads give the window's MoE seconds
 (attention and dense layers are not modelled) and / steps the per-step time. The model
 leaves out: overlap of communication and compute, per-message latency, the sending
-side of each link, and dedup of a token's transfers across groups.
+side of each link, and memory-bound decode GEMMs.
 
 Migration (per rebalance): a slot whose expert changed receives expert_bytes, over
 NVLink when the old placement had that expert on the slot's node, else over the network;
 migration_seconds = max over GPUs of intra_bytes / intra_bw + inter_bytes / inter_bw.
 
 Sources: DeepSeek-V3 (hidden 7168, expert intermediate 2048, top-8 of 256 experts in at
-most 4 of 8 groups, FP8 dispatch, BF16 combine); DeepEP's README (H800: ~160 GB/s NVLink,
+most 4 of 8 groups, FP8 dispatch, BF16 combine); DeepEP's README (normal kernels forward
+from the RDMA to the NVLink domain, low-latency kernels are pure RDMA; H800: ~160 GB/s NVLink,
 CX7 400 Gb/s InfiniBand ~50 GB/s; measured ~153-158 GB/s intranode and ~43-47 GB/s
 internode); DeepGEMM's README (up to ~1550 FP8 TFLOP/s on H800). Achievable numbers
 below are assumptions stated as such.
@@ -49,6 +56,7 @@ below are assumptions stated as such.
 from __future__ import annotations
 
 from dataclasses import dataclass, fields, replace
+from typing import NamedTuple
 
 import numpy as np
 
@@ -67,6 +75,7 @@ class Hardware:
     combine_bytes: float = 2.0      # per activation element returned (BF16)
     experts_per_token: int = 8
     groups_per_token: int = 4
+    dispatch: str = "normal"        # DeepEP's kernels: normal | low_latency
 
     @property
     def seconds_per_copy(self) -> float:
@@ -92,6 +101,9 @@ PRESETS = {
 }
 
 
+CHOICES = {"dispatch": ("normal", "low_latency")}
+
+
 def hardware(preset: str, **overrides) -> Hardware:
     """The named preset with some fields replaced (None leaves a field as it is)."""
     if preset not in PRESETS:
@@ -102,7 +114,11 @@ def hardware(preset: str, **overrides) -> Hardware:
     if unknown:
         raise ValueError(f"unknown hardware fields {sorted(unknown)}")
     chosen = replace(PRESETS[preset], **given)
-    bad = [f.name for f in fields(Hardware) if f.name != "name"
+    for name, allowed in CHOICES.items():
+        if getattr(chosen, name) not in allowed:
+            raise ValueError(f"{name} must be one of {', '.join(allowed)}; got "
+                             f"{getattr(chosen, name)!r}")
+    bad = [f.name for f in fields(Hardware) if f.name not in ("name", *CHOICES)
            and not getattr(chosen, f.name) > 0]
     if bad or chosen.groups_per_token > chosen.experts_per_token:
         raise ValueError(f"hardware {preset}: {', '.join(bad) or 'groups_per_token'} must be "
@@ -129,73 +145,166 @@ class Topology:
         return hw.experts_per_token / min(hw.groups_per_token, self.num_groups)
 
 
-def traffic(unit_loads: np.ndarray, unit_gpu: np.ndarray, unit_group: np.ndarray,
-            topo: Topology) -> tuple[np.ndarray, np.ndarray]:
-    """(GPU loads [..., L, G], group loads per node [..., L, groups, N]) of units (slots, or
-    experts placed once) with loads [..., L, U], on GPUs unit_gpu [U], of groups [L, U]."""
-    *lead, layers, units = unit_loads.shape
-    flat = unit_loads.reshape(-1, layers * units)
-    rows = np.arange(len(flat))[:, None]
-    layer = np.arange(layers)[:, None]
-    gpu_cell = (layer * topo.num_gpus + unit_gpu[None, :]).ravel()
-    node = unit_gpu // topo.gpus_per_node
-    group_cell = ((layer * topo.num_groups + unit_group) * topo.num_nodes + node).ravel()
-    cells = layers * topo.num_gpus, layers * topo.num_groups * topo.num_nodes
-    gpus = np.bincount((rows * cells[0] + gpu_cell).ravel(), weights=flat.ravel(),
-                       minlength=len(flat) * cells[0])
-    groups = np.bincount((rows * cells[1] + group_cell).ravel(), weights=flat.ravel(),
-                         minlength=len(flat) * cells[1])
-    return (gpus.reshape(*lead, layers, topo.num_gpus),
-            groups.reshape(*lead, layers, topo.num_groups, topo.num_nodes))
+class Cost(NamedTuple):
+    """Modelled MoE seconds and inter-node transfers per routed token, both [..., L]."""
+
+    seconds: np.ndarray
+    transfers_per_token: np.ndarray
 
 
-def network_transfers(group_node: np.ndarray, topo: Topology, hw: Hardware) -> np.ndarray:
-    """Inter-node transfers into each node, [..., L, N], from group loads per node."""
-    c = topo.copies_per_group(hw)
-    totals = group_node.sum(axis=-1, keepdims=True)
-    share = np.divide(group_node, totals, out=np.zeros_like(group_node), where=totals > 0)
-    touched = 1.0 - (1.0 - share) ** c
-    remote = (topo.num_nodes - 1) / topo.num_nodes
-    return remote * (totals / c * touched).sum(axis=-2)
+def elementary_symmetric(x: np.ndarray, size: int) -> np.ndarray:
+    """Elementary symmetric polynomials e_0..e_size [..., size + 1] of x's last axis."""
+    e = np.zeros((*x.shape[:-1], size + 1))
+    e[..., 0] = 1.0
+    for j in range(x.shape[-1]):
+        e[..., 1:] += x[..., j, None] * e[..., :-1]
+    return e
 
 
-def layer_seconds(gpu_loads: np.ndarray, node_transfers: np.ndarray, topo: Topology,
+def _inclusion(x: np.ndarray, size: int) -> np.ndarray:
+    """Each item's inclusion probability when `size` of them are drawn with P(S)
+    proportional to the product of x over S (conditional Poisson sampling)."""
+    items = x.shape[-1]
+    others = np.where(np.eye(items, dtype=bool), 0.0, x[..., None, :])  # [..., j, items]
+    without = elementary_symmetric(others, size - 1)[..., size - 1]
+    return x * without / np.maximum(elementary_symmetric(x, size)[..., size, None], 1e-300)
+
+
+def subset_weights(chosen: np.ndarray, size: int, iterations: int = 0) -> np.ndarray:
+    """Weights x [..., J] of conditional Poisson sampling of `size` of J items whose
+    inclusion probabilities are `chosen` [..., J] (summing to size): the odds (exact for
+    equal chances; on the project's traces within 0.7% of the converged weights in
+    transfers per token, which the model uses to stay fast), then `iterations`
+    fixed-point steps."""
+    target = np.clip(chosen, 1e-9, 1 - 1e-6)
+    odds = target / (1 - target)
+    x = odds / odds.max(axis=-1, keepdims=True)
+    if size >= chosen.shape[-1]:
+        return x
+    for _ in range(iterations):
+        got = np.clip(_inclusion(x, size), 1e-12, 1 - 1e-12)
+        x = x * odds * (1 - got) / got
+        x = x / x.max(axis=-1, keepdims=True)
+    return x
+
+
+def _units_per_node(unit_expert: np.ndarray, unit_gpu: np.ndarray,
+                    topo: Topology) -> np.ndarray:
+    """How many units of each expert each node holds, [L, E, N]."""
+    layers = unit_expert.shape[0]
+    cell = (np.arange(layers)[:, None] * topo.experts + unit_expert) * topo.num_nodes \
+        + unit_gpu // topo.gpus_per_node
+    return np.bincount(cell.ravel(), minlength=layers * topo.experts * topo.num_nodes
+                       ).reshape(layers, topo.experts, topo.num_nodes).astype(float)
+
+
+def _per_gpu(values: np.ndarray, unit_gpu: np.ndarray, topo: Topology) -> np.ndarray:
+    """Sum [B, L, U] unit values onto their GPUs: [B, L, G]."""
+    batch, layers, units = values.shape
+    cell = (np.arange(batch * layers)[:, None] * topo.num_gpus + unit_gpu[None, :]).ravel()
+    return np.bincount(cell, weights=values.ravel(), minlength=batch * layers * topo.num_gpus
+                       ).reshape(batch, layers, topo.num_gpus)
+
+
+def nodes_touched(loads: np.ndarray, node_share: np.ndarray, topo: Topology,
                   hw: Hardware) -> np.ndarray:
-    """MoE time of each layer, [..., L]: the slowest GPU's compute + NVLink + network."""
-    per_node = topo.gpus_per_node
-    local = hw.seconds_per_copy + (1 - 1 / per_node) * hw.bytes_per_copy / (
-        hw.intra_node_gbps * 1e9)
-    network = node_transfers * hw.bytes_per_copy / (per_node * hw.inter_node_gbps * 1e9)
-    per_gpu = gpu_loads * local + np.repeat(network, per_node, axis=-1)
-    return per_gpu.max(axis=-1)
+    """The chance [B, L, N] that a token has a copy on each node, from expert loads
+    [B, L, E] and the share of each expert's copies served on each node [L, E, N].
+
+    A token picks `size` groups by conditional Poisson sampling (P(S) proportional to a
+    product of weights over S, |S| = size) whose inclusion probabilities are the groups'
+    loads / (c * tokens), and puts c independent copies into each, landing on node n
+    with the group's load-weighted share q_jn; so P(no copy on n) = E_S prod_{j in S}
+    (1 - q_jn)^c = e_size(x * a_n) / e_size(x), e the elementary symmetric polynomial."""
+    batch, layers, experts = loads.shape
+    groups, nodes = topo.num_groups, topo.num_nodes
+    size, c = min(hw.groups_per_token, groups), topo.copies_per_group(hw)
+    group_load = loads.reshape(batch, layers, groups, 1, -1)
+    weight = group_load.sum(axis=-1)[..., 0]                                  # [B, L, J]
+    landing = (group_load @ node_share.reshape(layers, groups, -1, nodes))[..., 0, :]
+    share = np.clip(landing / np.maximum(weight, 1e-300)[..., None], 0, 1)   # [B, L, J, N]
+    tokens = weight.sum(axis=-1, keepdims=True) / hw.experts_per_token
+    x = subset_weights(weight / (c * np.maximum(tokens, 1e-300)), size)
+    missed = np.moveaxis(x[..., None] * (1 - share) ** c, 2, -1)             # [B, L, N, J]
+    untouched = elementary_symmetric(missed, size)[..., size] / np.maximum(
+        elementary_symmetric(x, size)[..., size], 1e-300)[..., None]
+    return 1 - untouched
+
+
+def unit_cost(expert_loads: np.ndarray, unit_expert: np.ndarray, unit_gpu: np.ndarray,
+              topo: Topology, hw: Hardware, even_gpus: bool = False) -> Cost:
+    """MoE seconds and transfers per token [..., L] of units (slots, or experts placed
+    once) holding experts unit_expert [L, U] on GPUs unit_gpu [U], under window loads
+    [..., L, E], each expert's load split evenly over its units. even_gpus: every GPU at
+    the mean load and the network traffic spread evenly over GPUs (the ideal)."""
+    *lead, layers, experts = expert_loads.shape
+    loads = np.asarray(expert_loads, dtype=float).reshape(-1, layers, experts)
+    on_node = _units_per_node(unit_expert, unit_gpu, topo)
+    replicas = on_node.sum(axis=-1)
+    flat = (np.arange(layers)[:, None] * experts + unit_expert).ravel()
+    per_unit = (loads / np.maximum(replicas, 1)).reshape(len(loads), -1)[:, flat].reshape(
+        len(loads), *unit_expert.shape)
+    gpus = _per_gpu(per_unit, unit_gpu, topo)
+    total = loads.sum(axis=-1)
+    tokens = total / hw.experts_per_token
+    remote = (topo.num_nodes - 1) / topo.num_nodes  # tokens start on any GPU
+    if hw.dispatch == "low_latency":
+        # one message per copy served on another node than its token's, to that GPU
+        network = gpus * remote
+    else:
+        # one transfer per token and remote node holding any of its copies, landing on
+        # the GPU of the token's local rank there (any of the node's GPUs, evenly)
+        node_share = on_node / np.maximum(replicas, 1)[..., None]
+        into = tokens[..., None] * remote * nodes_touched(loads, node_share, topo, hw)
+        network = np.repeat(into / topo.gpus_per_node, topo.gpus_per_node, axis=-1)
+    transfers = network.sum(axis=-1)
+    if even_gpus:
+        gpus = np.repeat(total[..., None] / topo.num_gpus, topo.num_gpus, axis=-1)
+        network = np.repeat(network.mean(axis=-1, keepdims=True), topo.num_gpus, axis=-1)
+    per_token = np.divide(transfers, tokens, out=np.zeros_like(transfers), where=tokens > 0)
+    return Cost(layer_seconds(gpus, network, topo, hw).reshape(*lead, layers),
+                per_token.reshape(*lead, layers))
+
+
+def layer_seconds(gpu_loads: np.ndarray, gpu_network: np.ndarray, topo: Topology,
+                  hw: Hardware) -> np.ndarray:
+    """MoE time of each layer [..., L]: the slowest GPU's compute + NVLink + network, from
+    the copies each GPU serves and the inter-node transfers landing on its card [..., L, G]."""
+    forwarded = 1 - 1 / topo.gpus_per_node
+    if hw.dispatch == "low_latency":
+        forwarded /= topo.num_nodes  # only copies from the node's other GPUs use NVLink
+    local = hw.seconds_per_copy + forwarded * hw.bytes_per_copy / (hw.intra_node_gbps * 1e9)
+    network = gpu_network * hw.bytes_per_copy / (hw.inter_node_gbps * 1e9)
+    return (gpu_loads * local + network).max(axis=-1)
+
+
+def packed_layout(topo: Topology) -> tuple[np.ndarray, np.ndarray]:
+    """(unit_expert [1, E], unit_gpu [E]): every expert once, each group whole on one node
+    (group j on node j * N // groups), its experts dealt over that node's GPUs."""
+    experts = np.arange(topo.experts)
+    node = experts // (topo.experts // topo.num_groups) * topo.num_nodes // topo.num_groups
+    return experts[None, :], node * topo.gpus_per_node + experts % topo.gpus_per_node
 
 
 def ideal_layer_seconds(expert_loads: np.ndarray, topo: Topology, hw: Hardware) -> np.ndarray:
-    """The lower bound [..., L]: GPUs at the mean load, each group's traffic on one node,
-    spread evenly over nodes."""
-    total = expert_loads.sum(axis=-1)
-    gpu = (total / topo.num_gpus)[..., None]
-    even = total / topo.copies_per_group(hw) * (topo.num_nodes - 1) / topo.num_nodes ** 2
-    nodes = np.repeat(even[..., None], topo.num_nodes, axis=-1)
-    return layer_seconds(gpu, nodes, topo, hw)
+    """The reference [..., L]: GPUs at the mean load, and the network traffic of packed
+    groups (`packed_layout`) spread evenly over GPUs."""
+    unit_expert, unit_gpu = packed_layout(topo)
+    return unit_cost(expert_loads, np.broadcast_to(unit_expert, (
+        expert_loads.shape[-2], topo.experts)), unit_gpu, topo, hw, even_gpus=True).seconds
 
 
-def unit_seconds(unit_loads: np.ndarray, unit_gpu: np.ndarray, unit_group: np.ndarray,
-                 topo: Topology, hw: Hardware) -> np.ndarray:
-    """MoE seconds per layer [..., L] of units with loads [..., L, U] (see `traffic`)."""
-    gpus, group_node = traffic(unit_loads, unit_gpu, unit_group, topo)
-    return layer_seconds(gpus, network_transfers(group_node, topo, hw), topo, hw)
-
-
-def placement_seconds(expert_loads: np.ndarray, phy2log: np.ndarray, counts: np.ndarray,
-                      topo: Topology, hw: Hardware) -> np.ndarray:
-    """MoE seconds per layer [..., L] of a placement on loads [..., L, E] (window sums)."""
-    per_replica = expert_loads / np.maximum(counts, 1)
-    slots = np.take_along_axis(per_replica, np.broadcast_to(
-        phy2log, (*expert_loads.shape[:-1], phy2log.shape[-1])), axis=-1)
+def placement_cost(expert_loads: np.ndarray, phy2log: np.ndarray, topo: Topology,
+                   hw: Hardware) -> Cost:
+    """MoE seconds and transfers per token [..., L] of a placement on loads [..., L, E]."""
     slot_gpu = np.arange(topo.num_replicas) // (topo.num_replicas // topo.num_gpus)
-    return unit_seconds(slots, slot_gpu, phy2log // (topo.experts // topo.num_groups),
-                        topo, hw)
+    return unit_cost(expert_loads, phy2log, slot_gpu, topo, hw)
+
+
+def placement_seconds(expert_loads: np.ndarray, phy2log: np.ndarray, topo: Topology,
+                      hw: Hardware) -> np.ndarray:
+    """MoE seconds per layer [..., L] of a placement on loads [..., L, E] (window sums)."""
+    return placement_cost(expert_loads, phy2log, topo, hw).seconds
 
 
 def no_replication_seconds(expert_loads: np.ndarray, topo: Topology,
@@ -203,10 +312,9 @@ def no_replication_seconds(expert_loads: np.ndarray, topo: Topology,
     """MoE seconds per layer [..., L] with every expert once, in order over the GPUs (the
     evaluator's no-replication reference layout)."""
     layers, experts = expert_loads.shape[-2:]
-    group = np.broadcast_to(np.arange(experts) // (experts // topo.num_groups),
-                            (layers, experts))
-    return unit_seconds(expert_loads, np.arange(experts) * topo.num_gpus // experts, group,
-                        topo, hw)
+    unit_expert = np.broadcast_to(np.arange(experts), (layers, experts))
+    return unit_cost(expert_loads, unit_expert, np.arange(experts) * topo.num_gpus // experts,
+                     topo, hw).seconds
 
 
 def migration_seconds(previous: np.ndarray | None, current: np.ndarray, topo: Topology,

@@ -241,11 +241,12 @@ def test_compare_shows_the_serving_columns(tmp_path):
             row["serving_throughput_vs_ideal"] / base["serving_throughput_vs_ideal"] - 1)
     assert plain["throughput_gain_vs_baseline"] < 0  # no replication is slower
     assert plain["migration_seconds"] == 0 < base["migration_seconds"]
+    assert 0 < base["internode_transfers_per_token"] < 8
     assert 0 < base["serving_throughput_vs_ideal"] < base["throughput_vs_ideal"] < 1
     table = cli("--compare", *listed, "--task", task)
     header = table.stdout.splitlines()[0].split()
     for key in ("throughput_vs_ideal", "serving_throughput_vs_ideal", "migration_seconds",
-                "throughput_gain_vs_baseline"):
+                "internode_transfers_per_token", "throughput_gain_vs_baseline"):
         assert key in header
     assert table.stdout.splitlines()[2].split()[-1] == "+0.0000"
     # without the baseline among the programs there is nothing to compare against
