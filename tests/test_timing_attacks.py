@@ -1,0 +1,130 @@
+"""Speed that cannot be faked: each timing attack gains nothing, honest programs are timed
+as they run in-process.
+
+Every attack candidate is the honest 80 ms program (tests/candidates/burns_80ms.py:
+the baseline plus SHA-256 work of a known cost) with the attack added. Its true time is
+measured here, in the test process, by calling the same honest function on the same
+windows with this thread's CPU clock, which no candidate can reach. The bounds are
+ratios with room for a loaded 2-core machine: a call's reported time must be at least
+80% of its true cost (an attack that worked would report a few percent, or about half
+for threads), and an honest program's within 20% of it. CPU time does not grow when
+other processes compete for the cores, which is why these ratios hold under load.
+"""
+
+import importlib.util
+import statistics
+import time
+
+import numpy as np
+import pytest
+import torch
+from candidate_helpers import INITIAL, candidate_file
+
+from eplb.config import task_config_from_dict
+from eplb.evaluator import evaluate_program, load_windows
+
+SMALL = {"name": "small", "num_replicas": 40, "num_groups": 4, "num_nodes": 2, "num_gpus": 8}
+# the old protocol timed the median of `repeats` calls on one input: 3 makes a cache win
+ATTACK_TASK = {"synthetic": {"steps": 600, "layers": 4, "experts": 32, "seed": 3},
+               "rebalance_interval": 100, "scenarios": [SMALL],
+               "timing": {"warmup": 1, "repeats": 3},
+               "limits": {"timeout_s": 60, "memory_mb": 2048}}
+# the default task's shape, so the baseline's calls take milliseconds, not microseconds
+FULL = {"name": "ds_32gpu", "num_replicas": 288, "num_groups": 8, "num_nodes": 4,
+        "num_gpus": 32}
+BASELINE_TASK = {"synthetic": {"steps": 2000, "layers": 58, "experts": 256, "seed": 0},
+                 "rebalance_interval": 100, "scenarios": [FULL],
+                 "timing": {"warmup": 1, "repeats": 3},
+                 "limits": {"timeout_s": 60, "memory_mb": 2048}}
+
+
+CACHE_FLUSH_BYTES = 64 << 20  # more than this machine's caches
+
+
+def _load(path, name):
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def in_process_ms(function, task_data: dict) -> list[float]:
+    """CPU milliseconds of `function` on each window the evaluation calls it with, in
+    this process, one torch thread (as in the sandbox), with the CPU caches flushed
+    before each call as the evaluator's own work between two calls flushes them."""
+    task = task_config_from_dict(task_data)
+    _, windows = load_windows(task)
+    scenario = task.scenarios[0]
+    args = (scenario.num_replicas, scenario.num_groups, scenario.num_nodes,
+            scenario.num_gpus)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        function(torch.from_numpy(windows[0]).clone(), *args)  # warm-up
+        times, flush = [], np.zeros(CACHE_FLUSH_BYTES, dtype=np.uint8)
+        for window in windows[:-1]:
+            flush += 1
+            start = time.thread_time()
+            function(torch.from_numpy(window).clone(), *args)
+            times.append(1000 * (time.thread_time() - start))
+    finally:
+        torch.set_num_threads(threads)
+    return times
+
+
+@pytest.fixture(scope="module")
+def true_ms():
+    """What one honest call of the 80 ms program costs, measured here."""
+    with candidate_file("burns_80ms") as path:
+        honest = _load(path, "burns_80ms_in_test").honest_rebalance
+        return statistics.median(in_process_ms(honest, ATTACK_TASK))
+
+
+def evaluate(name: str, task_data: dict = ATTACK_TASK) -> dict:
+    with candidate_file(name) as path:
+        result = evaluate_program(path, task_config_from_dict(task_data))
+    assert result["correct"] is True, result["error"]
+    return result["metrics"]
+
+
+def assert_timed_as_in_process(function, program, task_data: dict) -> None:
+    """The program's fastest call is within 20% of the fastest of `function` measured
+    here, just before and just after the evaluation. The least of several calls is the
+    one the other processes on a shared machine disturbed least, on either side; its
+    median, time_ms, is checked against the same measurement more loosely."""
+    here = in_process_ms(function, task_data)
+    with candidate_file(program) as path:
+        result = evaluate_program(path, task_config_from_dict(task_data))
+    here += in_process_ms(function, task_data)
+    assert result["correct"] is True, result["error"]
+    metrics = result["metrics"]
+    fastest = min(r["time_ms"] for s in metrics["scenarios"].values()
+                  for r in s["per_window"])
+    assert 0.8 <= fastest / min(here) <= 1.2, (fastest, min(here))
+    assert 0.8 * min(here) <= metrics["time_ms"] <= 1.5 * statistics.median(here), (
+        metrics["time_ms"], here)
+
+
+def test_the_honest_80ms_program_is_timed_as_it_runs_in_process():
+    with candidate_file("burns_80ms") as path:
+        honest = _load(path, "burns_80ms_honest").honest_rebalance
+    assert_timed_as_in_process(honest, "burns_80ms", ATTACK_TASK)
+
+
+def test_the_baseline_is_timed_as_it_runs_in_process():
+    initial = _load(INITIAL, "initial_in_test")
+    assert_timed_as_in_process(initial.rebalance_experts, INITIAL, BASELINE_TASK)
+
+
+@pytest.mark.parametrize("attack", [
+    "caches_by_hash",       # memoize by input hash: repeats on one input were free
+    "rewrites_channel",     # rewrite the per-call times the child sent
+    "slows_the_clock",      # replace time.perf_counter / monotonic and the runner's clock
+    "works_between_calls",  # do the work in a thread started on an earlier call
+    "spawns_threads",       # split the work over threads (CPU counts, not the wall)
+])
+def test_a_timing_attack_gains_nothing(attack, true_ms):
+    metrics = evaluate(attack)
+    assert metrics["time_ms"] >= 0.8 * true_ms, (metrics["time_ms"], true_ms)
+    if attack == "spawns_threads":  # the charged figure is the CPU of all its threads
+        assert metrics["cpu_ms"] >= 0.8 * true_ms
