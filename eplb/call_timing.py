@@ -33,7 +33,7 @@ import numpy as np
 from evolve.accounting import Snapshot
 from evolve.sandbox import Sandbox
 
-ECHOES = 5  # timed echoes per payload shape (after one untimed); the least counts
+ECHOES = 3  # timed echoes per payload shape (after one untimed); the least counts
 DECOY_SEED = 14
 
 
@@ -95,7 +95,7 @@ class CallClock:
         narrow = math.ceil(replicas / experts) + 1
         small, large = (_echo(box, (layers, experts),
                               reply_shapes(layers, experts, replicas, width))
-                        for width in (narrow, 8 * narrow))
+                        for width in (narrow, 4 * narrow))
         self.place_cost = _line(small, large)
         cpu, wall, _ = _echo(box, (layers, experts), [])
         self.observe_cost = _Cost(cpu, wall)
