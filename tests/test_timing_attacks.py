@@ -20,8 +20,10 @@ import pytest
 import torch
 from candidate_helpers import INITIAL, candidate_file
 
+from eplb.call_timing import CallClock
 from eplb.config import task_config_from_dict
 from eplb.evaluator import evaluate_program, load_windows
+from evolve.accounting import Snapshot
 
 SMALL = {"name": "small", "num_replicas": 40, "num_groups": 4, "num_nodes": 2, "num_gpus": 8}
 # the old protocol timed the median of `repeats` calls on one input: 3 makes a cache win
@@ -128,3 +130,28 @@ def test_a_timing_attack_gains_nothing(attack, true_ms):
     assert metrics["time_ms"] >= 0.8 * true_ms, (metrics["time_ms"], true_ms)
     if attack == "spawns_threads":  # the charged figure is the CPU of all its threads
         assert metrics["cpu_ms"] >= 0.8 * true_ms
+
+
+def _at(wall_ms: float, cpu_ms: float, queued_ms: float = 0.0) -> Snapshot:
+    return Snapshot(wall_ns=int(wall_ms * 1e6), cpu_ns=int(cpu_ms * 1e6),
+                    queued_ns=int(queued_ms * 1e6), own_queued_ns=0)
+
+
+def test_cpu_used_between_two_calls_is_charged_to_the_next_one():
+    clock = CallClock()
+    clock.untimed(_at(0, 0))          # the previous reply
+    # 40 ms of CPU in a background thread while the evaluator scored, then a 10 ms call
+    timed = clock.charge(_at(100, 40), _at(110, 50), moved=0)
+    assert timed.cpu_ms == pytest.approx(50) and timed.wall_ms == pytest.approx(10)
+    assert timed.time_ms == pytest.approx(50)
+    # the next call starts from this reply: nothing is charged twice
+    assert clock.charge(_at(200, 50), _at(205, 55), moved=0).cpu_ms == pytest.approx(5)
+
+
+def test_waiting_counts_but_a_loaded_machine_does_not():
+    clock = CallClock()
+    # a call that sleeps: 50 ms of wall time, no CPU
+    assert clock.charge(_at(0, 0), _at(50, 0), moved=0).time_ms == pytest.approx(50)
+    # a 10 ms call that waited 30 ms for a CPU held by another program
+    assert clock.charge(_at(100, 0), _at(140, 10, 30), moved=0).time_ms == \
+        pytest.approx(10)
