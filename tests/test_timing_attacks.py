@@ -89,11 +89,13 @@ def evaluate(name: str, task_data: dict = ATTACK_TASK) -> dict:
     return result["metrics"]
 
 
-def assert_timed_as_in_process(function, program, task_data: dict) -> None:
-    """The program's fastest call is within 20% of the fastest of `function` measured
-    here, just before and just after the evaluation. The least of several calls is the
-    one the other processes on a shared machine disturbed least, on either side; its
-    median, time_ms, is checked against the same measurement more loosely."""
+def assert_timed_as_in_process(function, program, task_data: dict,
+                               above: float = 1.2) -> None:
+    """The program's fastest call is within 20% below and `above` of the fastest of
+    `function` measured here, just before and just after the evaluation. The least of
+    several calls is the one the other processes on a shared machine disturbed least,
+    on either side; its median, time_ms, is checked against the same measurement more
+    loosely."""
     here = in_process_ms(function, task_data)
     with candidate_file(program) as path:
         result = evaluate_program(path, task_config_from_dict(task_data))
@@ -102,7 +104,7 @@ def assert_timed_as_in_process(function, program, task_data: dict) -> None:
     metrics = result["metrics"]
     fastest = min(r["time_ms"] for s in metrics["scenarios"].values()
                   for r in s["per_window"])
-    assert 0.8 <= fastest / min(here) <= 1.2, (fastest, min(here))
+    assert 0.8 <= fastest / min(here) <= above, (fastest, min(here))
     assert 0.8 * min(here) <= metrics["time_ms"] <= 1.5 * statistics.median(here), (
         metrics["time_ms"], here)
 
@@ -114,8 +116,12 @@ def test_the_honest_80ms_program_is_timed_as_it_runs_in_process():
 
 
 def test_the_baseline_is_timed_as_it_runs_in_process():
+    """The baseline's call takes about 4 ms; on this 2-core machine loaded by other jobs,
+    the same call in the candidate's process (whose caches the evaluator's work between
+    calls has just flushed) measured up to 1.3x the fastest here, with the runner's own
+    copies under 0.5 ms of it; so 1.5x above (a cheat reports a few percent)."""
     initial = _load(INITIAL, "initial_in_test")
-    assert_timed_as_in_process(initial.rebalance_experts, INITIAL, BASELINE_TASK)
+    assert_timed_as_in_process(initial.rebalance_experts, INITIAL, BASELINE_TASK, above=1.5)
 
 
 @pytest.mark.parametrize("attack", [
