@@ -150,12 +150,10 @@ def one_evaluation(task) -> dict[str, float]:
     s = dict(TIMERS.seconds)
     calls = dict(TIMERS.calls)
     per_window = result["metrics"]["scenarios"]
-    timed_calls = sum(sum(r["time_ms"] for r in sc["per_window"]) for sc in per_window.values())
-    # time_ms is the median of `repeats` calls; the child runs warmup + repeats per window
-    # (warmup only on each scenario's first window).
-    repeats, warmup = task.timing.repeats, task.timing.warmup
-    candidate_calls = timed_calls / 1000 * repeats + warmup * sum(
-        sc["per_window"][0]["time_ms"] / 1000 for sc in per_window.values())
+    # one timed call per window, plus `warmup` calls before each scenario's first one
+    candidate_calls = sum(sum(r["time_ms"] for r in sc["per_window"]) / 1000
+                          + task.timing.warmup * sc["per_window"][0]["time_ms"] / 1000
+                          for sc in per_window.values())
     out = {
         "wall": wall,
         "spawn": s.get("spawn", 0.0),
@@ -199,8 +197,8 @@ def main() -> int:
     print(f"windows loaded beforehand (not counted): {name}, shape {windows.shape}, "
           f"{time.perf_counter() - start:.2f} s")
     print(f"scenarios: {', '.join(s.name for s in task.scenarios)}; "
-          f"{len(windows) - 1} scored windows each; timing warmup {task.timing.warmup}, "
-          f"repeats {task.timing.repeats}")
+          f"{len(windows) - 1} scored windows each, one call each; timing warmup "
+          f"{task.timing.warmup}")
     one_evaluation(task)                 # warm-up (imports, caches)
     runs = [one_evaluation(task) for _ in range(RUNS)]
 
@@ -215,7 +213,8 @@ def main() -> int:
         ("   spawn (fork from template, limits, jail, report)", "spawn"),
         ("   first receive (child imported the candidate)", "first receive"),
         ("parent blocked waiting for the child", "wait"),
-        ("   of which candidate calls (warmup + repeats, est.)", "candidate calls (est.)"),
+        ("   of which candidate calls (warmup + one per window, est.)",
+         "candidate calls (est.)"),
         ("sandbox teardown (close)", "teardown"),
         ("evaluator overhead (validation + scoring + IPC encode/decode)", "overhead"),
         ("   validation (placement.validate)", "validate"),

@@ -3,8 +3,9 @@
 Started by `evolve.sandbox` (forked from its template, confined, with the channel
 module already loaded): `serve(channel, inbox, outbox, [PROGRAM_PATH, TORCH_THREADS])`.
 
-Imports the candidate, then answers "place" requests one window at a time, so
-the candidate never holds a later window than the one it is asked about. The
+Answers echoes, imports the candidate when asked, then answers "place" requests one
+window at a time, so the candidate never holds a later window than the one it is
+asked about. The
 candidate may ask, by naming them as parameters of `rebalance_experts`, for
 `history` (int64 [H, L, E]: the windows this runner was sent before the current
 one in this scenario, oldest first, at most `history_windows` of them; [0, L, E]
@@ -13,14 +14,14 @@ evaluator, or None before the first placement is installed). The "ready"
 message says which it asks for; the evaluator then also sends the windows it
 only observes ("observe": appended to the history, nothing called).
 
-Only the `rebalance_experts` call is timed: `warmup` untimed calls, then up to
-`repeats` timed ones (the evaluator takes the median), each on a fresh copy of the
-input, within the window's timing budget `budget_s`: after the first call, another
-is made only while the calls so far took less than the budget. So a slow call is
-made once, and if only warm-up calls fitted, the last of them is the timed one. The
-evaluator checks that the time reported for the calls accounts for the round trip
-it measured itself, so a candidate that tampers with the clock is caught. Project
-packages cannot be imported from here (and, in the jail, not read either).
+Each "place" request is one `rebalance_experts` call on a fresh copy of its input;
+"warmup" is the same call with the result dropped. Nothing here measures time: the
+evaluator times each exchange from its own side and reads the child's CPU time from
+the kernel (eplb/call_timing.py), so nothing the candidate does to this process can
+change a figure that is scored. Before the candidate is imported, the runner
+answers "echo" requests (the work of a call without the call), by which the
+evaluator measures what moving a call's payload costs; "load" then imports it.
+Project packages cannot be imported from here (and, in the jail, not read either).
 """
 
 import importlib.abc
@@ -79,29 +80,25 @@ def _keywords(rebalance):
     return [name for name in ("history", "previous") if name in names]
 
 
-def _place(request, weight, rebalance, torch, clock, **extras):
-    """Warm-up and timed calls within the timing budget (see the module docstring);
-    returns the first timed result, the timed durations, and the time spent in all
-    calls (for the evaluator's cross-check). `extras` (numpy arrays or None) are
-    passed as keyword arguments."""
+def _call(request, weight, rebalance, torch, **extras):
+    """One `rebalance_experts` call on a fresh copy of the inputs; `extras` (numpy arrays
+    or None) are passed as keyword arguments. Returns the result as numpy arrays."""
     args = (request["num_replicas"], request["num_groups"], request["num_nodes"],
             request["num_gpus"])
-    base = torch.from_numpy(weight)
-    extras = {k: None if v is None else torch.from_numpy(v) for k, v in extras.items()}
-    warmup, budget = request.get("warmup", 0), request.get("budget_s", float("inf"))
-    runs, spent = [], 0.0  # (seconds, result, timed?)
-    for index in range(warmup + max(1, request.get("repeats", 1))):
-        if runs and spent >= budget:
-            break
-        fresh = base.clone()
-        kwargs = {k: None if v is None else v.clone() for k, v in extras.items()}
-        start = clock()
-        result = rebalance(fresh, *args, **kwargs)
-        took = clock() - start
-        spent += took
-        runs.append((took, result, index >= warmup))
-    timed = [run for run in runs if run[2]] or runs[-1:]
-    return _as_arrays(timed[0][1], torch), [run[0] for run in timed], spent
+    kwargs = {k: None if v is None else torch.from_numpy(v).clone() for k, v in extras.items()}
+    result = rebalance(torch.from_numpy(weight).clone(), *args, **kwargs)
+    return _as_arrays(result, torch)
+
+
+def _echo(channel, outbox, request, arrays, torch):
+    """Before the candidate is imported: the work of a call minus the call (take the
+    input, copy it, convert and send arrays of the asked shapes), so that the evaluator
+    can measure what moving a call's payload costs where no candidate code can run."""
+    if "weight" in arrays:
+        torch.from_numpy(arrays["weight"]).clone()
+    fake = tuple(torch.zeros(shape, dtype=torch.int64) for shape in request["shapes"])
+    channel.send(outbox, {"echo": True},
+                 _as_arrays(fake, torch) if len(fake) == 3 else {})
 
 
 def _remember(history, weight, request):
@@ -111,20 +108,26 @@ def _remember(history, weight, request):
 
 
 def serve(channel, inbox, outbox, args):
-    """Load the candidate named in `args` and answer the evaluator's requests."""
-    from time import perf_counter as clock  # a local: out of the candidate's easy reach
-
+    """Answer echoes, then load the candidate named in `args` and answer its requests."""
     program_path, threads = args[0], int(args[1])
     sys.meta_path.insert(0, _BlockProjectImports())
     try:
         import torch
 
         torch.set_num_threads(threads)
+        request, arrays = channel.receive(inbox)
+        while request.get("op") == "echo":
+            _echo(channel, outbox, request, arrays, torch)
+            request, arrays = channel.receive(inbox)
+        if request.get("op") != "load":
+            return
         candidate = _load_module("candidate", program_path)
         rebalance = getattr(candidate, "rebalance_experts", None)
         if not callable(rebalance):
             raise AttributeError("the program defines no callable rebalance_experts")
         keywords = _keywords(rebalance)
+    except EOFError:
+        return
     except BaseException as exc:  # noqa: BLE001 - everything the candidate does is reported
         text, trace = _describe_error(exc)
         channel.send(outbox, {"error": f"loading the program failed: {text}", "trace": trace})
@@ -136,7 +139,7 @@ def serve(channel, inbox, outbox, args):
             request, arrays = channel.receive(inbox)
         except EOFError:
             return
-        if request.get("op") not in ("place", "observe"):
+        if request.get("op") not in ("place", "warmup", "observe"):
             return
         weight = arrays["weight"]
         if request.get("reset"):
@@ -152,13 +155,14 @@ def serve(channel, inbox, outbox, args):
         if "previous" in keywords:
             extras["previous"] = arrays.get("previous")
         try:
-            result, times, in_calls = _place(request, weight, rebalance, torch, clock,
-                                             **extras)
+            result = _call(request, weight, rebalance, torch, **extras)
         except BaseException as exc:  # noqa: BLE001
             text, trace = _describe_error(exc)
             channel.send(outbox, {"error": f"rebalance_experts raised {text}", "trace": trace})
             return
+        if request["op"] == "warmup":
+            channel.send(outbox, {"warmed": True})
+            continue
         if "history" in keywords:
             _remember(history, weight, request)
-        channel.send(outbox, {"times": times, "in_calls": in_calls}, result)
-
+        channel.send(outbox, {"placed": True}, result)

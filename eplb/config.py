@@ -73,12 +73,13 @@ class HardwareSpec:
 
 @dataclass(frozen=True)
 class Timing:
-    """How `rebalance_experts` is timed: warm-up calls, then the median of `repeats`,
-    within a budget per window: after the first call, another is made only while the
-    window's calls so far took less than `budget_s` (a slow call is timed once)."""
+    """How `rebalance_experts` is timed (eplb/call_timing.py): once per window, on its
+    one call; before a scenario's first placement, `warmup` untimed calls on decoys,
+    another only while they took less than `budget_s` (a slow program makes one).
+    `repeats` has no effect since issue 14: it is accepted so that old configs load."""
 
     warmup: int = 1
-    repeats: int = 3
+    repeats: int = 1
     budget_s: float = 0.5
     torch_threads: int = 1
 

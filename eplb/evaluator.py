@@ -8,9 +8,10 @@ sandbox, is asked for a new placement from window i first is up to the trigger
 policy of `rebalance:` (eplb/dynamic.py), which sees only windows <= i; the
 default (every window, no warm-up) asks at every boundary, so the placement from
 window i is scored on window i+1. Warm-up windows (before the first placement)
-are observed but not scored: no candidate placement is deployed yet. Only the
-candidate's `rebalance_experts` call is timed, inside the sandbox; checking and
-scoring happen here, untimed, while the candidate waits for its next window.
+are observed but not scored: no candidate placement is deployed yet. Each window's
+call is timed once, from this side (eplb/call_timing.py: the rule, wall and CPU);
+checking and scoring happen here, untimed, while the candidate waits for its next
+window.
 
 Per scenario, means over scored windows unless said otherwise:
   balancedness_gpu/slot/node   mean unit load / max unit load (summed over layers)
@@ -25,7 +26,11 @@ Per scenario, means over scored windows unless said otherwise:
   migration                    mean slots changed per rebalance that replaced a placement
   migration_fraction           migration / (layers * num_replicas)
   migration_bytes              migration_slots * rebalance.expert_bytes
-  time_ms                      median call time over the windows the candidate was called
+  time_ms                      median call time over the windows the candidate was called:
+                               max(cpu_ms, wall_ms), measured here (eplb/call_timing.py)
+  cpu_ms, wall_ms              medians of the child's CPU time (all threads) and of the
+                               round trip less run-queue waits, each less the cost of
+                               the payload (an echo answered before the candidate's import)
   colocated_replicas           replicas on a GPU that already holds the same expert, in the
                                deployed placement (eplb/colocation.py); per layer in
                                colocated_replicas_per_layer. An error instead with
@@ -56,7 +61,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import statistics
 import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
@@ -65,6 +69,7 @@ from pathlib import Path
 import numpy as np
 
 from eplb import colocation, dynamic, placement, serving, sglang_trace, synthetic
+from eplb.call_timing import CallClock, CallTime, decoy
 from eplb.config import TaskConfig, load_task_config, task_config_from_dict
 from eplb.placement import Scenario
 from eplb.workload import load_trace, make_windows
@@ -76,8 +81,6 @@ RUNNER = Path(__file__).with_name("candidate_runner.py")
 # never readable by a candidate, wherever the project is installed
 HARNESS_NAMES = ("eplb", "evolve", "evaluate.py", "run_evo.py", "initial.py", "policies")
 OUTPUT_TAIL_CHARS = 64_000  # of a valid candidate's printed output, in the result
-TIMING_SLACK_S = 0.05  # untimed work per exchange (copies, transfer) is a few ms
-TIMING_SLACK_SHARE = 0.25
 _WINDOW_CACHE: dict[tuple, tuple[str, np.ndarray]] = {}
 
 
@@ -152,13 +155,12 @@ class Progress:
 
 
 def _run_scenario(box: Sandbox, windows: np.ndarray, scenario: Scenario, task: TaskConfig,
-                  keywords: list[str], progress: Progress) -> list[dict]:
+                  keywords: list[str], progress: Progress, clock: CallClock) -> list[dict]:
     """Walk the window boundaries: trigger, ask the candidate, check, install, score."""
     layers, experts = windows.shape[1:]
     request = {"op": "place", "num_replicas": scenario.num_replicas,
                "num_groups": scenario.num_groups, "num_nodes": scenario.num_nodes,
-               "num_gpus": scenario.num_gpus, "repeats": task.timing.repeats,
-               "budget_s": task.timing.budget_s,
+               "num_gpus": scenario.num_gpus,
                "history_windows": task.history_windows, "reset": True}
     observe = {"op": "observe", "history_windows": task.history_windows, "reset": True}
     loads = windows.astype(np.float64)
@@ -171,14 +173,15 @@ def _run_scenario(box: Sandbox, windows: np.ndarray, scenario: Scenario, task: T
     for i in range(len(windows) - 1):
         before = (deployed, counts)
         due = trigger.due(i, loads[i], records[-1]["balancedness_gpu"] if records else None)
-        called, moved, call_ms = bool(due.any()), 0, None
+        called, moved, timed = bool(due.any()), 0, CallTime(None, None, None)
         if called:
-            request["warmup"] = task.timing.warmup if deployed is None else 0
+            if deployed is None:
+                warm_up(box, request, windows[i], scenario, i, task, clock)
             arrays = {"weight": windows[i]}
             if "previous" in keywords and deployed is not None:
                 arrays["previous"] = deployed
-            phy2log, logcnt, call_ms = ask_placement(box, request, arrays, layers, experts,
-                                                     scenario, i, task, progress)
+            phy2log, logcnt, timed = ask_placement(box, request, arrays, layers, experts,
+                                                   scenario, i, task, progress, clock)
             _check_colocation(phy2log, scenario, task, i)
             request["reset"] = observe["reset"] = False  # only a scenario's first message
             if deployed is not None and not due.all():
@@ -190,7 +193,7 @@ def _run_scenario(box: Sandbox, windows: np.ndarray, scenario: Scenario, task: T
             colocated = colocation.colocated_replicas(deployed, scenario.num_gpus)
             trigger.installed(loads[i], due)
         elif "history" in keywords and task.history_windows:
-            observe_window(box, observe, windows[i], scenario, i)
+            observe_window(box, observe, windows[i], scenario, i, clock)
             request["reset"] = observe["reset"] = False
         if deployed is None:
             continue  # warm-up: nothing deployed, nothing to score
@@ -209,7 +212,7 @@ def _run_scenario(box: Sandbox, windows: np.ndarray, scenario: Scenario, task: T
             "rebalanced": called,
             "layers_updated": int(due.sum()),
             "migration": moved,
-            "time_ms": call_ms,
+            "time_ms": timed.time_ms, "cpu_ms": timed.cpu_ms, "wall_ms": timed.wall_ms,
             "colocated_replicas": int(colocated.sum()),
             "colocated_replicas_per_layer": colocated.tolist(),
             **cost.window(i, deployed, counts, *before, moved),
@@ -256,21 +259,23 @@ class _ServingCost:
 
 def ask_placement(box: Sandbox, request: dict, arrays: dict, layers: int, experts: int,
                   scenario: Scenario, window: int, task: TaskConfig,
-                  progress: Progress | None = None) -> tuple[np.ndarray, np.ndarray, float]:
-    """One placement from the candidate, checked: (phy2log, logcnt, median call ms)."""
-    sent = time.perf_counter()
-    try:
-        reply, arrays = box.exchange(request, arrays, task.limits.call_timeout_s
-                                     + task.timing.budget_s)
-    except SandboxError as exc:
-        raise SandboxError(f"{exc} (scenario {scenario.name}, window {window})") from None
-    round_trip = time.perf_counter() - sent
+                  progress: Progress | None = None, clock: CallClock | None = None
+                  ) -> tuple[np.ndarray, np.ndarray, CallTime]:
+    """One placement from the candidate, checked: (phy2log, logcnt, the call's time)."""
+    clock = clock or CallClock()
+    sent = arrays
+    reply, arrays, start, end = _timed_exchange(box, dict(request, op="place"), sent,
+                                                task, scenario, window)
     if progress is not None:
-        progress.answered(round_trip)
+        progress.answered((end.wall_ns - start.wall_ns) / 1e9 if end else 0.0)
     if "error" in reply:
         raise CandidateError(f"scenario {scenario.name}, window {window}: {reply['error']}\n"
                              f"{reply.get('trace', '')}".strip())
-    _check_timing(reply, round_trip, scenario, window)
+    if end is None:
+        raise SandboxError(f"the candidate's process ended after its reply (scenario "
+                           f"{scenario.name}, window {window})")
+    moved = sum(a.nbytes for a in (*sent.values(), *arrays.values()))
+    timed = clock.charge(start, end, moved)
     violations = placement.validate(arrays.get("phy2log"), arrays.get("log2phy"),
                                     arrays.get("logcnt"), layers, experts, scenario)
     if violations:
@@ -278,17 +283,52 @@ def ask_placement(box: Sandbox, request: dict, arrays: dict, layers: int, expert
         raise CandidateError(
             f"invalid placement (scenario {scenario.name}, window {window}):\n  {listed}")
     # logcnt is validated: equal to phy2log's replica counts
-    return (arrays["phy2log"].astype(np.int64), arrays["logcnt"].astype(np.int64),
-            1000 * statistics.median(reply["times"]))
+    return arrays["phy2log"].astype(np.int64), arrays["logcnt"].astype(np.int64), timed
+
+
+def warm_up(box: Sandbox, request: dict, window: np.ndarray, scenario: Scenario, index: int,
+            task: TaskConfig, clock: CallClock) -> None:
+    """`timing.warmup` untimed calls on decoys of `window` (never the window itself);
+    after the first, another only while they took less than `timing.budget_s`."""
+    spent = 0.0
+    for k in range(task.timing.warmup):
+        if k and spent >= task.timing.budget_s:
+            break
+        reply, _, start, end = _timed_exchange(box, dict(request, op="warmup"),
+                                               {"weight": decoy(window, k)}, task, scenario,
+                                               index)
+        if "error" in reply:
+            raise CandidateError(f"scenario {scenario.name}, window {index}: "
+                                 f"{reply['error']}\n{reply.get('trace', '')}".strip())
+        spent += (end.wall_ns - start.wall_ns) / 1e9 if end else 0.0
+        clock.untimed(end)
+
+
+def _timed_exchange(box: Sandbox, request: dict, arrays: dict, task: TaskConfig,
+                    scenario: Scenario, window: int):
+    """The reply and the kernel's accounting before and after (None if the child is gone)."""
+    start = box.snapshot()
+    try:
+        reply, arrays = box.exchange(request, arrays, task.limits.call_timeout_s
+                                     + task.timing.budget_s)
+    except SandboxError as exc:
+        raise SandboxError(f"{exc} (scenario {scenario.name}, window {window})") from None
+    try:
+        end = box.snapshot()
+    except OSError:
+        end = None
+    return reply, arrays, start, end
 
 
 def observe_window(box: Sandbox, request: dict, window: np.ndarray, scenario: Scenario,
-             index: int) -> None:
+                   index: int, clock: CallClock | None = None) -> None:
     """Send a window the candidate only observes (for its history); nothing is called."""
     reply, _ = box.exchange(request, {"weight": window})
     if "error" in reply or not reply.get("observed"):
         raise CandidateError(f"scenario {scenario.name}, window {index}: the observe request "
                              f"failed: {reply.get('error', reply)}")
+    if clock is not None:
+        clock.observed()
 
 
 def _check_colocation(phy2log: np.ndarray, scenario: Scenario, task: TaskConfig,
@@ -305,22 +345,6 @@ def _check_colocation(phy2log: np.ndarray, scenario: Scenario, task: TaskConfig,
             f"[colocated-replicas] layer {layer}, device {device} holds expert {expert} "
             f"more than once ({total} colocated replicas in all; placement_rules."
             "colocated_replicas is 'error')")
-
-
-def _check_timing(reply: dict, round_trip: float, scenario: Scenario, window: int) -> None:
-    """The reported call times must account for the round trip measured here."""
-    times, in_calls = reply.get("times"), reply.get("in_calls")
-    if not isinstance(times, list) or not times or not isinstance(in_calls, (int, float)) or \
-            any(not isinstance(t, (int, float)) or t < 0 for t in times) or \
-            sum(times) > in_calls * (1 + 1e-9):
-        raise CandidateError(f"scenario {scenario.name}, window {window}: malformed reply "
-                             "(call times missing or inconsistent)")
-    unexplained = round_trip - in_calls
-    if unexplained > TIMING_SLACK_S + TIMING_SLACK_SHARE * round_trip:
-        raise CandidateError(
-            f"scenario {scenario.name}, window {window}: timing does not add up: the calls "
-            f"reportedly took {1000 * in_calls:.1f} ms of a {1000 * round_trip:.1f} ms round "
-            "trip (has the candidate tampered with the clock?)")
 
 
 MEANS = ("balancedness_gpu", "balancedness_slot", "balancedness_node",
@@ -345,7 +369,8 @@ def _summarise(records: list[dict], scenario: Scenario, layers: int, task: TaskC
     summary["migration_fraction"] = summary["migration"] / (layers * scenario.num_replicas)
     seconds = [r["migration_seconds"] for r in called]
     summary["migration_seconds"] = float(np.mean(seconds[1:])) if len(seconds) > 1 else 0.0
-    summary["time_ms"] = float(np.median([r["time_ms"] for r in called]))
+    for key in ("time_ms", "cpu_ms", "wall_ms"):
+        summary[key] = float(np.median([r[key] for r in called]))
     summary["colocated_replicas"] = float(np.mean([r["colocated_replicas"] for r in records]))
     summary["colocated_replicas_per_layer"] = np.mean(
         [r["colocated_replicas_per_layer"] for r in records], axis=0).tolist()
@@ -364,6 +389,9 @@ def score(per_scenario: dict[str, dict], task: TaskConfig) -> dict:
                if r["time_ms"] is not None]
     mean_s = float(np.mean(call_ms)) / 1000
     metrics["time_ms"] = float(np.median(call_ms))
+    for key in ("cpu_ms", "wall_ms"):
+        metrics[key] = float(np.median([r[key] for s in per_scenario.values()
+                                        for r in s["per_window"] if r[key] is not None]))
     metrics["time_ms_mean"] = mean_s * 1000
     weights = task.score
     metrics["speed_score"] = min(1.0, weights.speed_reference_s / mean_s) if mean_s > 0 else 1.0
@@ -451,33 +479,49 @@ def evaluate_program(program_path: str | os.PathLike, task: TaskConfig | None = 
 
 
 @contextlib.contextmanager
-def candidate_session(program_path: str | os.PathLike,
-                      task: TaskConfig) -> Iterator[tuple[Sandbox, list[str]]]:
-    """The candidate loaded in its sandbox, and the optional arguments it asks for."""
+def candidate_session(program_path: str | os.PathLike, task: TaskConfig,
+                      clock: CallClock | None = None) -> Iterator[tuple[Sandbox, list[str]]]:
+    """The candidate loaded in its sandbox, and the optional arguments it asks for;
+    `clock` is calibrated before the candidate is imported."""
     program = Path(program_path).resolve()
     args = [str(program), str(task.timing.torch_threads)]
     with Sandbox(RUNNER, args, task.limits, read_paths=(str(program),),
                  hide=HARNESS_NAMES) as box:
-        hello, _ = box.receive()
+        if clock is not None:
+            clock.calibrate(box)
+        hello, _ = box.exchange({"op": "load"})
         if "error" in hello:
             raise CandidateError(f"{hello['error']}\n{hello.get('trace', '')}".strip())
+        if clock is not None:
+            clock.untimed(box.snapshot())
         yield box, hello.get("keywords", [])
 
 
 def _evaluate_in_sandbox(program_path: Path, windows: np.ndarray, task: TaskConfig
                          ) -> tuple[dict, dict, str]:
     """Per-scenario summaries, the sandbox's isolation report, and the tail of what the
-    candidate printed."""
+    candidate printed.
+
+    Each scenario gets a fresh candidate process: the scenarios share their windows, so
+    one process would be timed on inputs it had already been given. limits.timeout_s
+    bounds all of them together."""
     layers = windows.shape[1]
     progress = Progress(planned=len(task.scenarios) * (len(windows) - 1))
-    with candidate_session(program_path, task) as (box, keywords):
-        try:
-            summaries = {s.name: _summarise(_run_scenario(box, windows, s, task, keywords,
-                                                          progress), s, layers, task)
-                         for s in task.scenarios}
-        except SandboxError as exc:
-            raise SandboxError(progress.explain(exc)) from None
-        return summaries, box.isolation, box.output_tail(OUTPUT_TAIL_CHARS)
+    deadline = time.monotonic() + task.limits.timeout_s
+    summaries, printed = {}, []
+    for scenario in task.scenarios:
+        clock = CallClock((layers, windows.shape[2], scenario.num_replicas))
+        with candidate_session(program_path, task, clock) as (box, keywords):
+            box.deadline = min(box.deadline, deadline)
+            try:
+                records = _run_scenario(box, windows, scenario, task, keywords, progress,
+                                        clock)
+            except SandboxError as exc:
+                raise SandboxError(progress.explain(exc)) from None
+            summaries[scenario.name] = _summarise(records, scenario, layers, task)
+            isolation = box.isolation
+            printed.append(box.output_tail(OUTPUT_TAIL_CHARS))
+    return summaries, isolation, "\n".join(p for p in printed if p)[-OUTPUT_TAIL_CHARS:]
 
 
 def write_results(results_dir: Path, result: dict) -> None:

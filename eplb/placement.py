@@ -194,8 +194,9 @@ def measure_windows(loads: np.ndarray, phy2log: np.ndarray, counts: np.ndarray,
                     scenario: Scenario) -> list[Balance]:
     """Balancedness of one placement on each of several windows' loads [N, L, E]."""
     windows, layers, experts = loads.shape
-    flat = loads.reshape(windows * layers, experts)
-    slots = slot_loads(flat, np.tile(phy2log, (windows, 1)), np.tile(counts, (windows, 1)))
+    per_replica = (loads / np.maximum(counts, 1)).reshape(windows, layers * experts)
+    flat = (phy2log + (np.arange(layers) * experts)[:, None]).ravel()
+    slots = per_replica[:, flat].reshape(windows * layers, -1)  # slot_loads, gathered once
     gpus = group_sum(slots, scenario.num_gpus)
     nodes = group_sum(gpus, scenario.num_nodes)
     return [Balance(gpu=balancedness(gpus[k * layers:(k + 1) * layers]),

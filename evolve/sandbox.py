@@ -36,7 +36,7 @@ from typing import Literal
 import numpy as np
 import psutil
 
-from evolve import jail
+from evolve import accounting, jail
 from evolve.channel import ChannelError, enlarge_pipe, receive, send
 from evolve.scratch import make_scratch
 
@@ -295,6 +295,11 @@ class Sandbox:
             except SandboxError:
                 self.status = -signal.SIGKILL  # the template is gone, and the child with it
         return self.status
+
+    def snapshot(self) -> accounting.Snapshot:
+        """The kernel's accounting of the child now (evolve/accounting.py); read here,
+        so nothing the child runs can change it. OSError if the child is gone."""
+        return accounting.snapshot(self.pid)
 
     def output_tail(self, limit: int = 2000) -> str:
         """The last characters the child printed (stdout and stderr)."""

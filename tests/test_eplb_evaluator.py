@@ -318,12 +318,12 @@ def test_candidate_only_ever_sees_the_current_window(tmp_path):
     digests = [hashlib.sha256(w.tobytes()).hexdigest() for w in windows]
     for spec in SCENARIOS:
         seen = [c for c in calls if c["replicas"] == spec["num_replicas"]]
-        # window 0: one warm-up call + 2 timed calls; window 1: 2 timed calls; no window 2
-        assert [c["sha"] for c in seen] == [digests[0]] * 3 + [digests[1]] * 2
-        assert [c["sum"] for c in seen] == [int(windows[0].sum())] * 3 + \
-            [int(windows[1].sum())] * 2
+        # a warm-up call on a decoy (never a window), then one call per window; no window 2
+        decoy_sha, *called = [c["sha"] for c in seen]
+        assert called == digests[:2] and decoy_sha not in digests
+        assert [c["sum"] for c in seen[1:]] == [int(windows[0].sum()), int(windows[1].sum())]
         assert all(c["shape"] == [4, 32] and c["dtype"] == "torch.int64" for c in seen)
-    assert [c["replicas"] for c in calls] == [40] * 5 + [48] * 5  # scenario by scenario
+    assert [c["replicas"] for c in calls] == [40] * 3 + [48] * 3  # scenario by scenario
     assert len(result["metrics"]["scenarios"]["hier"]["per_window"]) == 2
 
 
@@ -343,24 +343,23 @@ def test_only_the_call_is_timed():
 
 
 def test_a_slow_valid_program_is_timed_once_per_window_and_scored():
-    task = make_task(timing={"warmup": 1, "repeats": 3, "budget_s": 0.1})
+    task = make_task(timing={"warmup": 2, "budget_s": 0.1})
     result = run("slow_calls", task)
     assert result["correct"] is True, result["error"]
-    # 2 scenarios x 3 scored windows, one call each: the warm-up call of a scenario's
-    # first window already spent the budget, so it is the timed one
-    assert len(printed_calls(result["output"])) == 6
+    # 2 scenarios x (1 warm-up call, which spent the budget, + 3 scored windows)
+    assert len(printed_calls(result["output"])) == 8
     metrics = result["metrics"]
     assert metrics["time_ms"] >= 300
     assert metrics["speed_score"] <= 0.02 / 0.3
     assert metrics["balancedness_gpu"] > 0
 
 
-def test_without_a_budget_the_same_program_is_timed_repeatedly():
-    task = make_task(timing={"warmup": 1, "repeats": 2, "budget_s": 10})
+def test_without_a_budget_every_warm_up_call_is_made():
+    task = make_task(timing={"warmup": 2, "budget_s": 10})
     result = run("slow_calls", task)
     assert result["correct"] is True, result["error"]
-    # per scenario: 1 warm-up + 2 timed on window 0, then 2 timed on windows 1 and 2
-    assert len(printed_calls(result["output"])) == 2 * (3 + 2 + 2)
+    # per scenario: 2 warm-up calls, then one call for each of windows 0, 1 and 2
+    assert len(printed_calls(result["output"])) == 2 * (2 + 3)
 
 
 def test_a_program_too_slow_for_one_call_per_window_fails_with_that_reason():
@@ -379,12 +378,6 @@ def test_candidate_cannot_forge_its_timing():
     assert result["correct"] is True, result["error"]
     assert result["metrics"]["time_ms"] >= 50
     assert result["metrics"]["speed_score"] < 0.5
-
-
-def test_candidate_replacing_the_timed_call_is_caught():
-    result = run("forges_place")
-    assert result["correct"] is False
-    assert "timing does not add up" in result["error"]
 
 
 # ---------------------------------------------------------------- colocated replicas

@@ -1,4 +1,4 @@
-"""Test candidate: slow import (0.2 s), slow first call (warm-up, +0.3 s), 50 ms per call.
+"""Test candidate: slow import (0.2 s), slow first call (warm-up, +0.3 s), 50 ms of CPU per call.
 
 Returns a fixed round-robin placement (valid, computed in well under a millisecond).
 """
@@ -11,11 +11,19 @@ time.sleep(0.2)
 _calls = []
 
 
+
+def _busy(seconds):
+    """Use `seconds` of this thread's CPU (the evaluator charges CPU; a sleep's wall time
+    comes out a little low on a loaded machine, where run-queue waits may overlap)."""
+    start = time.thread_time()
+    while time.thread_time() - start < seconds:
+        pass
+
 def rebalance_experts(weight, num_replicas, num_groups, num_nodes, num_gpus):
     if not _calls:
         time.sleep(0.3)
     _calls.append(1)
-    time.sleep(0.05)
+    _busy(0.05)
     layers, experts = weight.shape
     slots = torch.arange(num_replicas)
     phy2log = (slots % experts).repeat(layers, 1)
