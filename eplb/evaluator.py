@@ -171,7 +171,7 @@ def _run_scenario(box: Sandbox, windows: np.ndarray, scenario: Scenario, task: T
     records: list[dict] = []
     deployed = counts = nodes = None
     for i in range(len(windows) - 1):
-        before = (deployed, counts)
+        before = deployed
         due = trigger.due(i, loads[i], records[-1]["balancedness_gpu"] if records else None)
         called, moved, timed = bool(due.any()), 0, CallTime(None, None, None)
         if called:
@@ -215,7 +215,7 @@ def _run_scenario(box: Sandbox, windows: np.ndarray, scenario: Scenario, task: T
             "time_ms": timed.time_ms, "cpu_ms": timed.cpu_ms, "wall_ms": timed.wall_ms,
             "colocated_replicas": int(colocated.sum()),
             "colocated_replicas_per_layer": colocated.tolist(),
-            **cost.window(i, deployed, counts, *before, moved),
+            **cost.window(i, deployed, before, moved),
         })
     return records
 
@@ -232,8 +232,8 @@ class _ServingCost:
         self.ideal = serving.ideal_layer_seconds(loads[1:], self.topo, self.hw).sum(axis=1)
         self.plain = serving.no_replication_seconds(loads[1:], self.topo, self.hw).sum(axis=1)
 
-    def window(self, i: int, deployed: np.ndarray, counts: np.ndarray,
-               old: np.ndarray | None, old_counts: np.ndarray | None, moved: int) -> dict:
+    def window(self, i: int, deployed: np.ndarray, old: np.ndarray | None,
+               moved: int) -> dict:
         """The serving metrics of window i+1 under `deployed`, installed at boundary i
         over `old` (moving `moved` slots)."""
         load = self.loads[i + 1]
