@@ -108,16 +108,20 @@ class CallClock:
         """An observe exchange happened (its payload is not charged to the next call)."""
         self.observes += 1
 
-    def charge(self, start: Snapshot, end: Snapshot, moved: int) -> CallTime:
+    def charge(self, start: Snapshot, end: Snapshot, moved: int,
+               waiting: bool = False) -> CallTime:
         """The figures of the call whose exchange ran from `start` to `end`, moving
-        `moved` bytes of arrays both ways."""
+        `moved` bytes of arrays both ways; `waiting`: the reply was there before this
+        side looked for it, so the round trip only bounds the call's wall time from
+        above and time_ms is its CPU time."""
         since = self.since or start
         cpu = (end.cpu_since(since) - self.place_cost.cpu(moved)
                - self.observes * self.observe_cost.cpu_s)
         wall = end.wall_since(start) - self.place_cost.wall(moved)
         self.untimed(end)
         cpu, wall = max(0.0, cpu), max(0.0, wall)
-        return CallTime(time_ms=1000 * max(cpu, wall), cpu_ms=1000 * cpu, wall_ms=1000 * wall)
+        charged = cpu if waiting else max(cpu, wall)
+        return CallTime(time_ms=1000 * charged, cpu_ms=1000 * cpu, wall_ms=1000 * wall)
 
 
 def _echo(box: Sandbox, weight_shape: tuple[int, int], shapes: list

@@ -67,8 +67,20 @@ def _as_arrays(result, torch):
     for name, value in zip(("phy2log", "log2phy", "logcnt"), result, strict=True):
         if not isinstance(value, torch.Tensor):
             raise TypeError(f"{name} must be a torch.Tensor; got {type(value).__name__}")
-        arrays[name] = value.detach().cpu().numpy()
+        arrays[name] = _narrow(value.detach().cpu().numpy())
     return arrays
+
+
+def _narrow(array):
+    """An integer array in int16 or int32 when that holds all its values (a quarter or a
+    half of the bytes to move and check; the values are the same), else as it is."""
+    if array.dtype.kind not in "iu" or not array.size:
+        return array
+    low, high = int(array.min()), int(array.max())
+    for dtype in (np.int16, np.int32):
+        if np.iinfo(dtype).min <= low and high <= np.iinfo(dtype).max:
+            return array.astype(dtype)
+    return array
 
 
 def _keywords(rebalance):

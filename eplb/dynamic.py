@@ -35,6 +35,11 @@ class Trigger:
         self.layers = layers
         self.placed_from: np.ndarray | None = None  # [L, E] load of each layer's placement
 
+    @property
+    def needs_balance(self) -> bool:
+        """Whether `due` looks at the deployed placement's balancedness."""
+        return self.spec.policy == "threshold"
+
     def due(self, boundary: int, window: np.ndarray, balance: float | None) -> np.ndarray:
         """Layers to re-place at `boundary`, given its window [L, E] and balancedness_gpu
         of the deployed placement on that window (None while nothing is deployed)."""

@@ -74,6 +74,7 @@ from eplb.config import TaskConfig, load_task_config, task_config_from_dict
 from eplb.placement import Scenario
 from eplb.workload import load_trace, make_windows
 from evolve import sandbox
+from evolve.accounting import Snapshot
 from evolve.atomic import atomic_write, write_json
 from evolve.sandbox import Sandbox, SandboxError, isolation_warning
 
@@ -154,9 +155,72 @@ class Progress:
                 "beyond timing.budget_s)")
 
 
+@dataclass(frozen=True)
+class _Boundary:
+    """What happened at one scored window boundary: the placement deployed after it."""
+
+    window: int
+    deployed: np.ndarray       # phy2log [L, R]
+    counts: np.ndarray         # its replica counts [L, E]
+    before: np.ndarray | None  # the placement it replaced (None: the first install)
+    called: bool
+    layers_updated: int
+    moved: int
+    timed: CallTime
+
+
+@dataclass(frozen=True)
+class _Answer:
+    """A placement the candidate returned for `window` (for the layers in `due`), timed
+    but not yet checked."""
+
+    window: int
+    arrays: dict
+    timed: CallTime
+    due: np.ndarray
+
+
+class _Deployment:
+    """One scenario's deployed placement and the scored boundaries so far."""
+
+    def __init__(self, scenario: Scenario, task: TaskConfig, layers: int, experts: int):
+        self.scenario, self.task, self.layers, self.experts = scenario, task, layers, experts
+        self.deployed: np.ndarray | None = None
+        self.counts: np.ndarray | None = None
+        self.boundaries: list[_Boundary] = []
+
+    def install(self, answer: _Answer) -> None:
+        """Check the answer (CandidateError if invalid) and deploy it on its layers."""
+        phy2log, logcnt = _checked(answer.arrays, self.layers, self.experts, self.scenario,
+                                   answer.window)
+        _check_colocation(phy2log, self.scenario, self.task, answer.window)
+        before, due = self.deployed, answer.due
+        if before is not None and not due.all():
+            phy2log = np.where(due[:, None], phy2log, before)
+            logcnt = np.where(due[:, None], logcnt, self.counts)
+        moved = placement.migration(before, phy2log)
+        self.deployed, self.counts = phy2log, logcnt
+        self.boundaries.append(_Boundary(answer.window, phy2log, logcnt, before, True,
+                                         int(due.sum()), moved, answer.timed))
+
+    def keep(self, window: int) -> None:
+        """No call at this boundary: the deployed placement serves the next window too."""
+        if self.deployed is not None:  # else warm-up: nothing deployed, nothing to score
+            self.boundaries.append(_Boundary(window, self.deployed, self.counts,
+                                             self.deployed, False, 0, 0,
+                                             CallTime(None, None, None)))
+
+
 def _run_scenario(box: Sandbox, windows: np.ndarray, scenario: Scenario, task: TaskConfig,
                   keywords: list[str], progress: Progress, clock: CallClock) -> list[dict]:
-    """Walk the window boundaries: trigger, ask the candidate, check, install, score."""
+    """Walk the window boundaries (trigger, ask the candidate, check, install), then
+    score every scored window at once.
+
+    A window's answer is checked while the candidate works on the next window's
+    request, unless that request needs the answer installed first (the candidate asks
+    for `previous`, or the trigger looks at the deployed placement's balance); either
+    way it is checked before the next reply is read, so the first invalid window is the
+    one reported."""
     layers, experts = windows.shape[1:]
     request = {"op": "place", "num_replicas": scenario.num_replicas,
                "num_groups": scenario.num_groups, "num_nodes": scenario.num_nodes,
@@ -164,58 +228,82 @@ def _run_scenario(box: Sandbox, windows: np.ndarray, scenario: Scenario, task: T
                "history_windows": task.history_windows, "reset": True}
     observe = {"op": "observe", "history_windows": task.history_windows, "reset": True}
     loads = windows.astype(np.float64)
-    plain = placement.no_replication_gpu(loads[1:], scenario)  # the candidate plays no part
-    group_tokens = loads.reshape(len(loads), layers, scenario.num_groups, -1).sum(axis=3)
     trigger = dynamic.Trigger(task.rebalance, layers)
-    cost = _ServingCost(task, scenario, loads, experts)
-    records: list[dict] = []
-    deployed = counts = nodes = None
+    deployment = _Deployment(scenario, task, layers, experts)
+    answer: _Answer | None = None  # received, not yet checked
+    install_first = trigger.needs_balance or "previous" in keywords
     for i in range(len(windows) - 1):
-        before = deployed
-        due = trigger.due(i, loads[i], records[-1]["balancedness_gpu"] if records else None)
-        called, moved, timed = bool(due.any()), 0, CallTime(None, None, None)
-        if called:
-            if deployed is None:
-                warm_up(box, request, windows[i], scenario, i, task, clock)
-            arrays = {"weight": windows[i]}
-            if "previous" in keywords and deployed is not None:
-                arrays["previous"] = deployed
-            phy2log, logcnt, timed = ask_placement(box, request, arrays, layers, experts,
-                                                   scenario, i, task, progress, clock)
-            _check_colocation(phy2log, scenario, task, i)
-            request["reset"] = observe["reset"] = False  # only a scenario's first message
-            if deployed is not None and not due.all():
-                phy2log = np.where(due[:, None], phy2log, deployed)
-                logcnt = np.where(due[:, None], logcnt, counts)
-            moved = placement.migration(deployed, phy2log)
-            deployed, counts = phy2log, logcnt
-            nodes = placement.nodes_per_group(deployed, experts, scenario)
-            colocated = colocation.colocated_replicas(deployed, scenario.num_gpus)
-            trigger.installed(loads[i], due)
-        elif "history" in keywords and task.history_windows:
-            observe_window(box, observe, windows[i], scenario, i, clock)
-            request["reset"] = observe["reset"] = False
-        if deployed is None:
-            continue  # warm-up: nothing deployed, nothing to score
-        ahead, same = placement.measure_windows(loads[[i + 1, i]], deployed, counts, scenario)
-        tokens = group_tokens[i + 1]
-        total = tokens.sum()
+        if answer is not None and install_first:
+            deployment.install(answer)
+            answer = None
+        balance = placement.measure(loads[i], deployment.deployed, deployment.counts,
+                                    scenario).gpu \
+            if trigger.needs_balance and deployment.deployed is not None else None
+        due = trigger.due(i, loads[i], balance)
+        if not due.any():
+            if answer is not None:
+                deployment.install(answer)
+                answer = None
+            if "history" in keywords and task.history_windows:
+                observe_window(box, observe, windows[i], scenario, i, clock)
+                request["reset"] = observe["reset"] = False
+            deployment.keep(i)
+            continue
+        if deployment.deployed is None and answer is None:
+            warm_up(box, request, windows[i], scenario, i, task, clock)
+        arrays = {"weight": windows[i]}
+        if "previous" in keywords and deployment.deployed is not None:
+            arrays["previous"] = deployment.deployed
+        call = _send(box, dict(request, op="place"), arrays, scenario, i)
+        if answer is not None:
+            deployment.install(answer)  # while the candidate works on window i
+        answer = _answer(box, call, due, scenario, task, progress, clock)
+        trigger.installed(loads[i], due)
+        request["reset"] = observe["reset"] = False  # only a scenario's first message
+    if answer is not None:
+        deployment.install(answer)
+    return _score_boundaries(deployment.boundaries, loads, scenario, task)
+
+
+def _score_boundaries(boundaries: list[_Boundary], loads: np.ndarray, scenario: Scenario,
+                      task: TaskConfig) -> list[dict]:
+    """The per-window records: each boundary's placement scored on the next window
+    (and on its own), all windows at once."""
+    if not boundaries:
+        return []
+    layers, experts = loads.shape[1:]
+    index = np.array([b.window for b in boundaries])
+    deployed = np.stack([b.deployed for b in boundaries])
+    counts = np.stack([b.counts for b in boundaries])
+    ahead = placement.measure_placements(loads[index + 1], deployed, counts, scenario)
+    same_gpu = placement.measure_placements(loads[index], deployed, counts, scenario)[0]
+    plain = placement.no_replication_gpu(loads[index + 1], scenario)
+    nodes = placement.nodes_per_group(deployed.reshape(-1, deployed.shape[2]), experts,
+                                      scenario).reshape(len(index), layers, -1)
+    colocated = colocation.colocated_replicas(deployed.reshape(-1, deployed.shape[2]),
+                                              scenario.num_gpus).reshape(len(index), layers)
+    tokens = loads[index + 1].reshape(len(index), layers, scenario.num_groups, -1).sum(axis=3)
+    serving_metrics = _ServingCost(task, scenario, loads, experts).windows(boundaries)
+    records = []
+    for k, b in enumerate(boundaries):
+        total = tokens[k].sum()
         records.append({
-            "window": i,
-            "balancedness_gpu": ahead.gpu, "balancedness_slot": ahead.slot,
-            "balancedness_node": ahead.node,
-            "same_window_balancedness_gpu": same.gpu,
-            "no_replication_balancedness_gpu": float(plain[i]),
-            "locality_nodes_per_group": float(nodes.mean()),
+            "window": b.window,
+            "balancedness_gpu": float(ahead[0][k]), "balancedness_slot": float(ahead[1][k]),
+            "balancedness_node": float(ahead[2][k]),
+            "same_window_balancedness_gpu": float(same_gpu[k]),
+            "no_replication_balancedness_gpu": float(plain[k]),
+            "locality_nodes_per_group": float(nodes[k].mean()),
             "locality_nodes_per_group_weighted":
-                float((nodes * tokens).sum() / total) if total > 0 else float(nodes.mean()),
-            "rebalanced": called,
-            "layers_updated": int(due.sum()),
-            "migration": moved,
-            "time_ms": timed.time_ms, "cpu_ms": timed.cpu_ms, "wall_ms": timed.wall_ms,
-            "colocated_replicas": int(colocated.sum()),
-            "colocated_replicas_per_layer": colocated.tolist(),
-            **cost.window(i, deployed, before, moved),
+                float((nodes[k] * tokens[k]).sum() / total) if total > 0
+                else float(nodes[k].mean()),
+            "rebalanced": b.called,
+            "layers_updated": b.layers_updated,
+            "migration": b.moved,
+            "time_ms": b.timed.time_ms, "cpu_ms": b.timed.cpu_ms, "wall_ms": b.timed.wall_ms,
+            "colocated_replicas": int(colocated[k].sum()),
+            "colocated_replicas_per_layer": colocated[k].tolist(),
+            **serving_metrics[k],
         })
     return records
 
@@ -231,6 +319,10 @@ class _ServingCost:
         self.mode, self.expert_bytes = task.rebalance.migration_mode, task.rebalance.expert_bytes
         self.ideal = serving.ideal_layer_seconds(loads[1:], self.topo, self.hw).sum(axis=1)
         self.plain = serving.no_replication_seconds(loads[1:], self.topo, self.hw).sum(axis=1)
+
+    def windows(self, boundaries: list[_Boundary]) -> list[dict]:
+        """The serving metrics of each boundary's next window under its placement."""
+        return [self.window(b.window, b.deployed, b.before, b.moved) for b in boundaries]
 
     def window(self, i: int, deployed: np.ndarray, old: np.ndarray | None,
                moved: int) -> dict:
@@ -262,20 +354,71 @@ def ask_placement(box: Sandbox, request: dict, arrays: dict, layers: int, expert
                   progress: Progress | None = None, clock: CallClock | None = None
                   ) -> tuple[np.ndarray, np.ndarray, CallTime]:
     """One placement from the candidate, checked: (phy2log, logcnt, the call's time)."""
-    clock = clock or CallClock()
-    sent = arrays
-    reply, arrays, start, end = _timed_exchange(box, dict(request, op="place"), sent,
-                                                task, scenario, window)
+    call = _send(box, dict(request, op="place"), arrays, scenario, window)
+    answer = _answer(box, call, np.ones(layers, dtype=bool), scenario, task, progress,
+                     clock or CallClock())
+    return (*_checked(answer.arrays, layers, experts, scenario, window), answer.timed)
+
+
+@dataclass(frozen=True)
+class _Call:
+    """A request on its way: the window, the arrays sent, the accounting when it left."""
+
+    window: int
+    sent: dict
+    start: Snapshot
+
+
+def _send(box: Sandbox, request: dict, arrays: dict, scenario: Scenario,
+          window: int) -> _Call:
+    """Send one request, noting the kernel's accounting first."""
+    start = box.snapshot()
+    try:
+        box.send(request, arrays)
+    except SandboxError as exc:
+        raise SandboxError(f"{exc} (scenario {scenario.name}, window {window})") from None
+    return _Call(window, arrays, start)
+
+
+def _reply(box: Sandbox, call: _Call, task: TaskConfig, scenario: Scenario):
+    """The reply to `call`; the accounting when it was sent (the calling thread's own
+    run-queue wait counted from now: its work since then was not the child's) and after
+    (None if the child is gone); and whether the reply was already waiting (it came
+    while this side was busy: the round trip overstates the call)."""
+    waiting = box.reply_waiting()
+    start = call.start.resumed()
+    try:
+        reply, arrays = box.receive(task.limits.call_timeout_s + task.timing.budget_s)
+    except SandboxError as exc:
+        raise SandboxError(f"{exc} (scenario {scenario.name}, window {call.window})"
+                           ) from None
+    try:
+        end = box.snapshot()
+    except OSError:
+        end = None
+    return reply, arrays, start, end, waiting
+
+
+def _answer(box: Sandbox, call: _Call, due: np.ndarray, scenario: Scenario,
+            task: TaskConfig, progress: Progress | None, clock: CallClock) -> _Answer:
+    """The candidate's answer to a place request, timed (CandidateError if it failed)."""
+    reply, arrays, start, end, waiting = _reply(box, call, task, scenario)
     if progress is not None:
         progress.answered((end.wall_ns - start.wall_ns) / 1e9 if end else 0.0)
     if "error" in reply:
-        raise CandidateError(f"scenario {scenario.name}, window {window}: {reply['error']}\n"
-                             f"{reply.get('trace', '')}".strip())
+        raise CandidateError(f"scenario {scenario.name}, window {call.window}: "
+                             f"{reply['error']}\n{reply.get('trace', '')}".strip())
     if end is None:
         raise SandboxError(f"the candidate's process ended after its reply (scenario "
-                           f"{scenario.name}, window {window})")
-    moved = sum(a.nbytes for a in (*sent.values(), *arrays.values()))
-    timed = clock.charge(start, end, moved)
+                           f"{scenario.name}, window {call.window})")
+    moved = sum(a.nbytes for a in (*call.sent.values(), *arrays.values()))
+    return _Answer(call.window, arrays, clock.charge(start, end, moved, waiting), due)
+
+
+def _checked(arrays: dict, layers: int, experts: int, scenario: Scenario,
+             window: int) -> tuple[np.ndarray, np.ndarray]:
+    """(phy2log, logcnt) as int64 from a valid reply; CandidateError naming every rule
+    an invalid one breaks."""
     violations = placement.validate(arrays.get("phy2log"), arrays.get("log2phy"),
                                     arrays.get("logcnt"), layers, experts, scenario)
     if violations:
@@ -283,7 +426,7 @@ def ask_placement(box: Sandbox, request: dict, arrays: dict, layers: int, expert
         raise CandidateError(
             f"invalid placement (scenario {scenario.name}, window {window}):\n  {listed}")
     # logcnt is validated: equal to phy2log's replica counts
-    return arrays["phy2log"].astype(np.int64), arrays["logcnt"].astype(np.int64), timed
+    return arrays["phy2log"].astype(np.int64), arrays["logcnt"].astype(np.int64)
 
 
 def warm_up(box: Sandbox, request: dict, window: np.ndarray, scenario: Scenario, index: int,
@@ -294,30 +437,14 @@ def warm_up(box: Sandbox, request: dict, window: np.ndarray, scenario: Scenario,
     for k in range(task.timing.warmup):
         if k and spent >= task.timing.budget_s:
             break
-        reply, _, start, end = _timed_exchange(box, dict(request, op="warmup"),
-                                               {"weight": decoy(window, k)}, task, scenario,
-                                               index)
+        call = _send(box, dict(request, op="warmup"), {"weight": decoy(window, k)},
+                     scenario, index)
+        reply, _, start, end, _ = _reply(box, call, task, scenario)
         if "error" in reply:
             raise CandidateError(f"scenario {scenario.name}, window {index}: "
                                  f"{reply['error']}\n{reply.get('trace', '')}".strip())
         spent += (end.wall_ns - start.wall_ns) / 1e9 if end else 0.0
         clock.untimed(end)
-
-
-def _timed_exchange(box: Sandbox, request: dict, arrays: dict, task: TaskConfig,
-                    scenario: Scenario, window: int):
-    """The reply and the kernel's accounting before and after (None if the child is gone)."""
-    start = box.snapshot()
-    try:
-        reply, arrays = box.exchange(request, arrays, task.limits.call_timeout_s
-                                     + task.timing.budget_s)
-    except SandboxError as exc:
-        raise SandboxError(f"{exc} (scenario {scenario.name}, window {window})") from None
-    try:
-        end = box.snapshot()
-    except OSError:
-        end = None
-    return reply, arrays, start, end
 
 
 def observe_window(box: Sandbox, request: dict, window: np.ndarray, scenario: Scenario,

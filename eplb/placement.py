@@ -89,8 +89,10 @@ def validate(phy2log, log2phy, logcnt, layers: int, experts: int,
                                 f"{name} contains NaN")
     if found:
         return found
-    phy2log, log2phy, logcnt = (arrays[k].astype(np.int64, copy=False) for k in
-                                ("phy2log", "log2phy", "logcnt"))
+    # checked in their own integer dtype (the runner sends the narrowest that holds the
+    # values); only uint64 is widened, since its sums with int64 would be floats
+    phy2log, log2phy, logcnt = (arrays[k].astype(np.int64) if arrays[k].dtype == np.uint64
+                                else arrays[k] for k in ("phy2log", "log2phy", "logcnt"))
     out_of_range = (phy2log < 0) | (phy2log >= experts)
     found += _first(out_of_range, "phy2log-range",
                     f"phy2log holds an expert id outside [0, {experts})")
@@ -104,13 +106,51 @@ def validate(phy2log, log2phy, logcnt, layers: int, experts: int,
     return found
 
 
-def _check_log2phy(phy2log, log2phy, counts) -> list[Violation]:
-    """Check log2phy on its used entries only; locate a problem only when there is one."""
+def _log2phy_is_valid(phy2log, log2phy, counts) -> bool:
+    """Whether log2phy breaks none of the rules `_locate_log2phy` checks, touching the
+    used entries only (the common case, a valid placement, is fast); exactly as strict
+    (tested). log2phy must be wide enough for counts.
+
+    The used entries of row (layer, expert) are its first counts[layer, expert] ones:
+    each a slot in [0, R) that phy2log gives to that expert; every other entry is -1;
+    and since a layer's counts add up to R, no slot listed twice = every slot listed."""
     layers, experts, width = log2phy.shape
     replicas = phy2log.shape[1]
+    flat, per_row = log2phy.ravel(), counts.ravel()
+    # the used entries, in (layer, expert) order: row starts, less where rows start in it
+    shift = np.arange(0, len(per_row) * width, width) - (np.cumsum(per_row) - per_row)
+    slots = flat[np.arange(layers * replicas) + np.repeat(shift, per_row)]
+    if np.count_nonzero(flat == -1) != flat.size - len(slots) or slots.min() < 0 \
+            or slots.max() >= replicas:
+        return False
+    slots = slots + np.repeat(np.arange(0, layers * replicas, replicas), replicas)
+    owner = phy2log.ravel()[slots] + np.repeat(np.arange(0, layers * experts, experts),
+                                               replicas)
+    # owner (layer, expert) of each used entry: right everywhere iff, like the entries,
+    # it never decreases and each row owns as many as it uses
+    if (owner[1:] < owner[:-1]).any() or not np.array_equal(
+            np.bincount(owner, minlength=len(per_row)), per_row):
+        return False
+    listed = np.zeros(layers * replicas, dtype=bool)
+    listed[slots] = True
+    return bool(listed.all())
+
+
+def _check_log2phy(phy2log, log2phy, counts) -> list[Violation]:
+    """Check log2phy on its used entries only; locate a problem only when there is one."""
+    width = log2phy.shape[2]
     if width < counts.max():
         return [Violation("log2phy", f"log2phy has {width} columns but an expert has "
                                      f"{int(counts.max())} replicas")]
+    if _log2phy_is_valid(phy2log, log2phy, counts):
+        return []
+    return _locate_log2phy(phy2log, log2phy, counts)
+
+
+def _locate_log2phy(phy2log, log2phy, counts) -> list[Violation]:
+    """Every log2phy rule broken, each at its first place (log2phy is wide enough)."""
+    layers, experts, width = log2phy.shape
+    replicas = phy2log.shape[1]
     used = np.arange(width)[None, None, :] < counts[:, :, None]
     slots = log2phy[used]
     layer = np.repeat(np.arange(layers), counts.sum(axis=1))
@@ -193,16 +233,32 @@ def measure(load: np.ndarray, phy2log: np.ndarray, counts: np.ndarray,
 def measure_windows(loads: np.ndarray, phy2log: np.ndarray, counts: np.ndarray,
                     scenario: Scenario) -> list[Balance]:
     """Balancedness of one placement on each of several windows' loads [N, L, E]."""
+    gpu, slot, node = measure_placements(loads, phy2log[None], counts[None], scenario)
+    return [Balance(gpu=float(g), slot=float(s), node=float(n))
+            for g, s, n in zip(gpu, slot, node, strict=True)]
+
+
+def measure_placements(loads: np.ndarray, phy2log: np.ndarray, counts: np.ndarray,
+                       scenario: Scenario) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Balancedness at GPU, slot and node level, each [N], of placement k (phy2log
+    [N, L, R] with its counts [N, L, E], or one placement [1, ...] for all) on window
+    k's loads [N, L, E]; the same figures as `balancedness` window by window."""
     windows, layers, experts = loads.shape
     per_replica = (loads / np.maximum(counts, 1)).reshape(windows, layers * experts)
-    flat = (phy2log + (np.arange(layers) * experts)[:, None]).ravel()
-    slots = per_replica[:, flat].reshape(windows * layers, -1)  # slot_loads, gathered once
-    gpus = group_sum(slots, scenario.num_gpus)
-    nodes = group_sum(gpus, scenario.num_nodes)
-    return [Balance(gpu=balancedness(gpus[k * layers:(k + 1) * layers]),
-                    slot=balancedness(slots[k * layers:(k + 1) * layers]),
-                    node=balancedness(nodes[k * layers:(k + 1) * layers]))
-            for k in range(windows)]
+    flat = phy2log + (np.arange(layers) * experts)[:, None]
+    slots = np.take_along_axis(per_replica, flat.reshape(len(flat), -1), axis=1) \
+        if len(flat) > 1 else per_replica[:, flat.ravel()]
+    slots = slots.reshape(windows, layers, -1)
+    gpus = slots.reshape(windows, layers, scenario.num_gpus, -1).sum(axis=3)
+    nodes = gpus.reshape(windows, layers, scenario.num_nodes, -1).sum(axis=3)
+    return tuple(_balancedness_per_window(units) for units in (gpus, slots, nodes))
+
+
+def _balancedness_per_window(units: np.ndarray) -> np.ndarray:
+    """`balancedness` of each window's units [N, L, U], at once."""
+    worst = units.max(axis=2).sum(axis=1)
+    mean = units.mean(axis=2).sum(axis=1)
+    return np.divide(mean, worst, out=np.ones_like(mean), where=worst > 0)
 
 
 def _experts_per_gpu(loads: np.ndarray, num_gpus: int) -> np.ndarray:

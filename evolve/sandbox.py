@@ -23,6 +23,7 @@ import contextlib
 import functools
 import json
 import os
+import select
 import signal
 import socket
 import subprocess
@@ -247,11 +248,19 @@ class Sandbox:
                  timeout_s: float | None = None):
         """Send one request and wait for the reply, within the session's time budget and,
         if given, `timeout_s` from now."""
+        self.send(header, arrays)
+        return self.receive(timeout_s)
+
+    def send(self, header: dict, arrays: dict[str, np.ndarray] | None = None) -> None:
+        """Send one message to the child (SandboxError if it is gone)."""
         try:
             send(self._to_child, header, arrays)
         except EOFError as exc:
             raise SandboxError(self._death_reason(exc)) from None
-        return self.receive(timeout_s)
+
+    def reply_waiting(self) -> bool:
+        """Whether the child has written something not yet received."""
+        return bool(select.select([self._from_child], [], [], 0)[0])
 
     def receive(self, timeout_s: float | None = None) -> tuple[dict, dict[str, np.ndarray]]:
         """Wait for the child's next message, within the session's time budget and, if

@@ -241,6 +241,45 @@ def test_invalid_placement_names_the_rule():
     assert "[logcnt]" in error and "(layer 1, index 3)" in error
 
 
+def test_the_first_invalid_window_is_reported_though_the_next_call_was_under_way():
+    """Window 1's answer is checked while the candidate works on window 2, which raises:
+    the report is still window 1's invalid placement."""
+    error = failed("invalid_then_raises")
+    assert error.startswith("invalid placement (scenario hier, window 1)"), error
+    assert "[logcnt]" in error and "raised" not in error
+
+
+def test_answers_are_checked_while_the_candidate_works_on_the_next_window(monkeypatch):
+    """Every answer but a scenario's last is validated with the next request in flight
+    (sent, its reply not yet read); the metrics are those of checking in between."""
+    in_flight = []
+    awaiting = {"reply": False}  # a message sent, its reply not yet read
+    send, receive = sandbox.Sandbox.send, sandbox.Sandbox.receive
+
+    def counted_send(self, *args, **kwargs):
+        awaiting["reply"] = True
+        return send(self, *args, **kwargs)
+
+    def counted_receive(self, *args, **kwargs):
+        reply = receive(self, *args, **kwargs)
+        awaiting["reply"] = False
+        return reply
+
+    validate = placement.validate
+
+    def noted_validate(*args, **kwargs):
+        in_flight.append(awaiting["reply"])
+        return validate(*args, **kwargs)
+
+    monkeypatch.setattr(sandbox.Sandbox, "send", counted_send)
+    monkeypatch.setattr(sandbox.Sandbox, "receive", counted_receive)
+    monkeypatch.setattr(placement, "validate", noted_validate)
+    result = evaluate_program(INITIAL, make_task())
+    assert result["correct"], result["error"]
+    # 3 scored windows per scenario, one call each: the last is checked after its reply
+    assert in_flight == [True, True, False] * len(SCENARIOS)
+
+
 def test_syntax_error(tmp_path):
     program = tmp_path / "broken.py"
     program.write_text("def rebalance_experts(weight, num_replicas:\n    return weight\n")

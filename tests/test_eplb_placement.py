@@ -268,3 +268,44 @@ def test_migration_counts_changed_slots():
 def test_replica_counts_per_layer():
     phy2log = np.array([[0, 0, 0, 1], [2, 2, 1, 1]])
     assert placement.replica_counts(phy2log, 3).tolist() == [[3, 1, 0], [0, 2, 2]]
+
+
+def _corruptions(valid, rng):
+    """Random ways to break (or, by chance, keep) a valid log2phy."""
+    phy2log, log2phy, logcnt = valid
+    layers, experts, width = log2phy.shape
+    for _ in range(400):
+        bad = log2phy.copy()
+        layer, expert, k = (int(rng.integers(n)) for n in (layers, experts, width))
+        kind = rng.integers(6)
+        if kind == 0:
+            bad[layer, expert, k] = rng.integers(-3, phy2log.shape[1] + 3)
+        elif kind == 1:  # swap two entries of one row (a valid reordering when both used)
+            j = int(rng.integers(width))
+            bad[layer, expert, [k, j]] = bad[layer, expert, [j, k]]
+        elif kind == 2:  # swap two experts' first entries
+            other = int(rng.integers(experts))
+            bad[layer, [expert, other], 0] = bad[layer, [other, expert], 0]
+        elif kind == 3:
+            bad[layer, expert, :] = -1
+        elif kind == 4:  # a slot of the same expert listed twice
+            bad[layer, expert, k] = bad[layer, expert, 0]
+        else:
+            bad[layer] = bad[(layer + 1) % layers]
+        yield phy2log, bad, logcnt
+
+
+@pytest.mark.parametrize("extra_columns", [0, 2])
+def test_fast_log2phy_check_agrees_with_the_locating_one(valid, extra_columns):
+    """The fast path accepts exactly what the rule-by-rule check accepts."""
+    rng = np.random.default_rng(3 + extra_columns)
+    phy2log, log2phy, logcnt = valid
+    wide = np.pad(log2phy, ((0, 0), (0, 0), (0, extra_columns)), constant_values=-1)
+    counts = placement.replica_counts(phy2log, EXPERTS)
+    verdicts = set()
+    for _, bad, _ in _corruptions((phy2log, wide, logcnt), rng):
+        fast = placement._log2phy_is_valid(phy2log, bad, counts)
+        located = placement._locate_log2phy(phy2log, bad, counts)
+        assert fast == (located == []), (bad, located)
+        verdicts.add(fast)
+    assert verdicts == {True, False}  # both outcomes were exercised
