@@ -1,15 +1,22 @@
 """How much of a baseline evaluation's wall time the evaluator itself spends.
 
 Target: evaluator overhead (validation + scoring + parent-side message
-encoding/decoding) is under 5% of the wall time of a full
-`evaluate_program("initial.py", task)` with the default task config.
+encoding/decoding, while the candidate is not working) is under 5% of the wall
+time of a full `evaluate_program("initial.py", task)` with the default task config.
+The evaluator checks a window's answer while the candidate works on the next
+window's request; such work is hidden behind the candidate (it adds no wall time)
+and is counted apart, unless the reply was already waiting when it ended (then it
+did delay the evaluation, and counts as overhead).
 
 The windows are loaded once beforehand with `load_windows` (the synthetic trace
 is generated then and cached in the process), so trace generation is NOT counted
 in any evaluation's wall time. Timers are attached in this process by wrapping,
 for the duration of the benchmark only:
-  * eplb.placement.validate / replica_counts / measure / no_replication_balance /
-    migration (as the evaluator calls them through the module);
+  * eplb.placement.validate / replica_counts / measure / measure_windows /
+    no_replication_gpu / nodes_per_group / migration and
+    eplb.colocation.colocated_replicas (as the evaluator calls them through their
+    modules; outermost calls only), and Sandbox.send / receive, to know whether a
+    request is in flight while they run;
   * evolve.sandbox.send / receive (parent side of every exchange); inside send,
     evolve.channel._write_all (pipe write; send minus write is encoding); inside
     receive, evolve.channel._read_exact: its first read of a message (the 16-byte
@@ -20,11 +27,13 @@ for the duration of the benchmark only:
     (the child's "ready" after importing the candidate) they are sandbox start-up.
     The template itself starts once per process (it imports torch); that one-off
     cost is measured separately and printed beside.
-Overhead (PASS/FAIL, target < 5%) = validation + scoring + parent-side encoding
-and decoding; sandbox start-up (PASS/FAIL, target < 5%) as above. Moving bytes
-through the pipe (write + payload read, which also waits on the child's writes) is
-reported separately, as is teardown. The evaluation is repeated; the overhead share
-is the median over runs and the breakdown table is the run with the median share.
+Overhead (PASS/FAIL, target < 5%) = validation + scoring not hidden behind the
+candidate + parent-side encoding and decoding; the evaluator's CPU work in all
+(hidden included) is printed beside; sandbox start-up (PASS/FAIL, target < 5%) as
+above. Moving bytes through the pipe (write + payload read, which also waits on the
+child's writes) is reported separately, as is teardown. The evaluation is repeated;
+the overhead share is the median over runs and the breakdown table is the run with
+the median share.
 
 Run from the project root:  python benchmarks/bench_evaluator_overhead.py
 """
@@ -42,7 +51,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from eplb import evaluator, placement  # noqa: E402
+from eplb import colocation, evaluator, placement  # noqa: E402
 from eplb.config import load_task_config  # noqa: E402
 from evolve import channel, sandbox  # noqa: E402
 
@@ -50,7 +59,7 @@ TARGET_PERCENT = 5.0
 STARTUP_TARGET_PERCENT = 5.0
 RUNS = 5                    # timed evaluations (after one untimed warm-up evaluation)
 SCORING = ("replica_counts", "measure", "measure_windows", "no_replication_balance",
-           "no_replication_gpu", "migration")
+           "no_replication_gpu", "nodes_per_group", "migration")
 
 
 class Timers:
@@ -62,6 +71,9 @@ class Timers:
         self.in_receive = False
         self.reads_in_message = 0
         self.first_receive_done = False
+        self.box = None            # the sandbox last sent a message
+        self.awaiting = False      # that message's reply not yet read
+        self.checking = 0          # depth inside the evaluator's timed work
 
     def add(self, name: str, seconds: float) -> None:
         self.seconds[name] += seconds
@@ -71,7 +83,28 @@ class Timers:
 TIMERS = Timers()
 
 
-def _timed(name: str, func):
+def _timed_work(name: str, func):
+    """Time the evaluator's own work (outermost calls only: validate calls
+    replica_counts). Work done while the candidate computes the next window's answer
+    (a request in flight, and its reply still not there when the work ends) is hidden
+    behind the candidate: counted apart, as `name (hidden)`."""
+    def wrapper(*args, **kwargs):
+        if TIMERS.checking:
+            return func(*args, **kwargs)
+        TIMERS.checking += 1
+        start = time.perf_counter()
+        try:
+            return func(*args, **kwargs)
+        finally:
+            elapsed = time.perf_counter() - start
+            TIMERS.checking -= 1
+            hidden = TIMERS.awaiting and not TIMERS.box.reply_waiting()
+            TIMERS.add(f"{name} (hidden)" if hidden else name, elapsed)
+    wrapper.__wrapped__ = func
+    return wrapper
+
+
+def _timed_call(name: str, func):
     def wrapper(*args, **kwargs):
         start = time.perf_counter()
         try:
@@ -91,10 +124,26 @@ def instrumented():
         saved.append((owner, attr, getattr(owner, attr)))
         setattr(owner, attr, replacement)
 
-    patch(placement, "validate", _timed("validate", placement.validate))
+    patch(placement, "validate", _timed_work("validate", placement.validate))
     for name in SCORING:
-        patch(placement, name, _timed(name, getattr(placement, name)))
-    patch(sandbox, "send", _timed("send (encode + write)", sandbox.send))
+        patch(placement, name, _timed_work(name, getattr(placement, name)))
+    patch(colocation, "colocated_replicas",
+          _timed_work("colocated_replicas", colocation.colocated_replicas))
+    patch(sandbox, "send", _timed_call("send (encode + write)", sandbox.send))
+    box_send, box_receive = sandbox.Sandbox.send, sandbox.Sandbox.receive
+
+    def noted_send(self, *args, **kwargs):
+        TIMERS.box, TIMERS.awaiting = self, True
+        return box_send(self, *args, **kwargs)
+
+    def noted_receive(self, *args, **kwargs):
+        try:
+            return box_receive(self, *args, **kwargs)
+        finally:
+            TIMERS.awaiting = False
+
+    patch(sandbox.Sandbox, "send", noted_send)
+    patch(sandbox.Sandbox, "receive", noted_receive)
 
     read_exact = channel._read_exact
 
@@ -126,12 +175,12 @@ def instrumented():
             TIMERS.first_receive_done = True
 
     patch(channel, "_read_exact", timed_read)
-    patch(channel, "_write_all", _timed("send write", channel._write_all))
+    patch(channel, "_write_all", _timed_call("send write", channel._write_all))
     patch(sandbox, "receive", timed_receive)
 
     init, close = sandbox.Sandbox.__init__, sandbox.Sandbox.close
-    patch(sandbox.Sandbox, "__init__", _timed("spawn", init))
-    patch(sandbox.Sandbox, "close", _timed("teardown", close))
+    patch(sandbox.Sandbox, "__init__", _timed_call("spawn", init))
+    patch(sandbox.Sandbox, "close", _timed_call("teardown", close))
     try:
         yield
     finally:
@@ -162,7 +211,8 @@ def one_evaluation(task) -> dict[str, float]:
         "wait": s.get("wait", 0.0),
         "candidate calls (est.)": candidate_calls,
         "validate": s.get("validate", 0.0),
-        "scoring": sum(s.get(name, 0.0) for name in SCORING),
+        "scoring": sum(s.get(name, 0.0) for name in (*SCORING, "colocated_replicas")),
+        "hidden": sum(v for k, v in s.items() if k.endswith(" (hidden)")),
         "send encode": s.get("send (encode + write)", 0.0) - s.get("send write", 0.0),
         "send write": s.get("send write", 0.0),
         "receive payload read": s.get("receive read payload", 0.0),
@@ -174,8 +224,9 @@ def one_evaluation(task) -> dict[str, float]:
     out["codec"] = out["send encode"] + out["receive decode"]
     out["transfer"] = out["send write"] + out["receive payload read"]
     out["overhead"] = out["validate"] + out["scoring"] + out["codec"]
+    out["evaluator work"] = out["overhead"] + out["hidden"]
     out["unaccounted"] = (wall - out["startup"] - out["wait"] - out["teardown"]
-                          - out["overhead"] - out["transfer"])
+                          - out["overhead"] - out["hidden"] - out["transfer"])
     return out
 
 
@@ -218,10 +269,12 @@ def main() -> int:
         ("sandbox teardown (close)", "teardown"),
         ("evaluator overhead (validation + scoring + IPC encode/decode)", "overhead"),
         ("   validation (placement.validate)", "validate"),
-        ("   scoring (replica_counts, measure x2, no_replication, migration)", "scoring"),
+        ("   scoring (balance, no replication, locality, colocation, migration)",
+         "scoring"),
         ("   IPC encode/decode, parent side", "codec"),
         ("      send: encode (np.save + json)", "send encode"),
         ("      receive: decode (json + np.load, copies)", "receive decode"),
+        ("evaluator work hidden behind the candidate's next call", "hidden"),
         ("IPC transfer, parent side (pipe write + payload read)", "transfer"),
         ("   send: pipe write", "send write"),
         ("   receive: payload read (child writing, 64 KiB pipe)", "receive payload read"),
@@ -244,6 +297,9 @@ def main() -> int:
           f"target < {TARGET_PERCENT:.0f}%) {verdict}")
     print(f"SUMMARY overhead incl. pipe transfer and residual evaluator time: {strict:.2f}% "
           "(informational)")
+    work = statistics.median(100 * r["evaluator work"] / r["wall"] for r in runs)
+    print(f"SUMMARY evaluator CPU work, hidden behind the candidate included: {work:.2f}% "
+          f"({middle['evaluator work'] * 1000:.0f} ms; informational)")
     startup = statistics.median(100 * r["startup"] / r["wall"] for r in runs)
     verdict = "PASS" if startup < STARTUP_TARGET_PERCENT else "FAIL"
     print(f"SUMMARY sandbox start-up {middle['startup'] * 1000:.0f} ms = {startup:.1f}% of wall "

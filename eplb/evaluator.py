@@ -156,20 +156,6 @@ class Progress:
 
 
 @dataclass(frozen=True)
-class _Boundary:
-    """What happened at one scored window boundary: the placement deployed after it."""
-
-    window: int
-    deployed: np.ndarray       # phy2log [L, R]
-    counts: np.ndarray         # its replica counts [L, E]
-    before: np.ndarray | None  # the placement it replaced (None: the first install)
-    called: bool
-    layers_updated: int
-    moved: int
-    timed: CallTime
-
-
-@dataclass(frozen=True)
 class _Answer:
     """A placement the candidate returned for `window` (for the layers in `due`), timed
     but not yet checked."""
@@ -181,16 +167,22 @@ class _Answer:
 
 
 class _Deployment:
-    """One scenario's deployed placement and the scored boundaries so far."""
+    """One scenario's deployed placement, and the records of the windows it served."""
 
-    def __init__(self, scenario: Scenario, task: TaskConfig, layers: int, experts: int):
-        self.scenario, self.task, self.layers, self.experts = scenario, task, layers, experts
+    def __init__(self, scenario: Scenario, task: TaskConfig, loads: np.ndarray):
+        self.scenario, self.task, self.loads = scenario, task, loads
+        self.layers, self.experts = loads.shape[1:]
         self.deployed: np.ndarray | None = None
         self.counts: np.ndarray | None = None
-        self.boundaries: list[_Boundary] = []
+        self.records: list[dict] = []
+        self.plain = placement.no_replication_gpu(loads[1:], scenario)  # no candidate part
+        self.group_tokens = loads.reshape(len(loads), self.layers, scenario.num_groups,
+                                          -1).sum(axis=3)
+        self.cost = _ServingCost(task, scenario, loads, self.experts)
 
     def install(self, answer: _Answer) -> None:
-        """Check the answer (CandidateError if invalid) and deploy it on its layers."""
+        """Check the answer (CandidateError if invalid), deploy it on its layers, and
+        score it on the next window."""
         phy2log, logcnt = _checked(answer.arrays, self.layers, self.experts, self.scenario,
                                    answer.window)
         _check_colocation(phy2log, self.scenario, self.task, answer.window)
@@ -200,24 +192,48 @@ class _Deployment:
             logcnt = np.where(due[:, None], logcnt, self.counts)
         moved = placement.migration(before, phy2log)
         self.deployed, self.counts = phy2log, logcnt
-        self.boundaries.append(_Boundary(answer.window, phy2log, logcnt, before, True,
-                                         int(due.sum()), moved, answer.timed))
+        self._score(answer.window, before, True, int(due.sum()), moved, answer.timed)
 
     def keep(self, window: int) -> None:
         """No call at this boundary: the deployed placement serves the next window too."""
         if self.deployed is not None:  # else warm-up: nothing deployed, nothing to score
-            self.boundaries.append(_Boundary(window, self.deployed, self.counts,
-                                             self.deployed, False, 0, 0,
-                                             CallTime(None, None, None)))
+            self._score(window, self.deployed, False, 0, 0, CallTime(None, None, None))
+
+    def _score(self, i: int, before: np.ndarray | None, called: bool, layers_updated: int,
+               moved: int, timed: CallTime) -> None:
+        """The record of window i+1 served by the placement deployed at boundary i."""
+        deployed, counts, scenario = self.deployed, self.counts, self.scenario
+        ahead, same = placement.measure_windows(self.loads[[i + 1, i]], deployed, counts,
+                                                scenario)
+        nodes = placement.nodes_per_group(deployed, self.experts, scenario)
+        colocated = colocation.colocated_replicas(deployed, scenario.num_gpus)
+        tokens = self.group_tokens[i + 1]
+        total = tokens.sum()
+        self.records.append({
+            "window": i,
+            "balancedness_gpu": ahead.gpu, "balancedness_slot": ahead.slot,
+            "balancedness_node": ahead.node,
+            "same_window_balancedness_gpu": same.gpu,
+            "no_replication_balancedness_gpu": float(self.plain[i]),
+            "locality_nodes_per_group": float(nodes.mean()),
+            "locality_nodes_per_group_weighted":
+                float((nodes * tokens).sum() / total) if total > 0 else float(nodes.mean()),
+            "rebalanced": called,
+            "layers_updated": layers_updated,
+            "migration": moved,
+            "time_ms": timed.time_ms, "cpu_ms": timed.cpu_ms, "wall_ms": timed.wall_ms,
+            "colocated_replicas": int(colocated.sum()),
+            "colocated_replicas_per_layer": colocated.tolist(),
+            **self.cost.window(i, deployed, before, moved),
+        })
 
 
 def _run_scenario(box: Sandbox, windows: np.ndarray, scenario: Scenario, task: TaskConfig,
                   keywords: list[str], progress: Progress, clock: CallClock) -> list[dict]:
-    """Walk the window boundaries (trigger, ask the candidate, check, install), then
-    score every scored window at once.
+    """Walk the window boundaries: trigger, ask the candidate, check, install, score.
 
-    A window's answer is checked while the candidate works on the next window's
-    request, unless that request needs the answer installed first (the candidate asks
+    A window's answer is checked and scored while the candidate works on the next
+    window's request, unless that request needs the answer installed first (the candidate asks
     for `previous`, or the trigger looks at the deployed placement's balance); either
     way it is checked before the next reply is read, so the first invalid window is the
     one reported."""
@@ -229,7 +245,7 @@ def _run_scenario(box: Sandbox, windows: np.ndarray, scenario: Scenario, task: T
     observe = {"op": "observe", "history_windows": task.history_windows, "reset": True}
     loads = windows.astype(np.float64)
     trigger = dynamic.Trigger(task.rebalance, layers)
-    deployment = _Deployment(scenario, task, layers, experts)
+    deployment = _Deployment(scenario, task, loads)
     answer: _Answer | None = None  # received, not yet checked
     install_first = trigger.needs_balance or "previous" in keywords
     for i in range(len(windows) - 1):
@@ -262,50 +278,7 @@ def _run_scenario(box: Sandbox, windows: np.ndarray, scenario: Scenario, task: T
         request["reset"] = observe["reset"] = False  # only a scenario's first message
     if answer is not None:
         deployment.install(answer)
-    return _score_boundaries(deployment.boundaries, loads, scenario, task)
-
-
-def _score_boundaries(boundaries: list[_Boundary], loads: np.ndarray, scenario: Scenario,
-                      task: TaskConfig) -> list[dict]:
-    """The per-window records: each boundary's placement scored on the next window
-    (and on its own), all windows at once."""
-    if not boundaries:
-        return []
-    layers, experts = loads.shape[1:]
-    index = np.array([b.window for b in boundaries])
-    deployed = np.stack([b.deployed for b in boundaries])
-    counts = np.stack([b.counts for b in boundaries])
-    ahead = placement.measure_placements(loads[index + 1], deployed, counts, scenario)
-    same_gpu = placement.measure_placements(loads[index], deployed, counts, scenario)[0]
-    plain = placement.no_replication_gpu(loads[index + 1], scenario)
-    nodes = placement.nodes_per_group(deployed.reshape(-1, deployed.shape[2]), experts,
-                                      scenario).reshape(len(index), layers, -1)
-    colocated = colocation.colocated_replicas(deployed.reshape(-1, deployed.shape[2]),
-                                              scenario.num_gpus).reshape(len(index), layers)
-    tokens = loads[index + 1].reshape(len(index), layers, scenario.num_groups, -1).sum(axis=3)
-    serving_metrics = _ServingCost(task, scenario, loads, experts).windows(boundaries)
-    records = []
-    for k, b in enumerate(boundaries):
-        total = tokens[k].sum()
-        records.append({
-            "window": b.window,
-            "balancedness_gpu": float(ahead[0][k]), "balancedness_slot": float(ahead[1][k]),
-            "balancedness_node": float(ahead[2][k]),
-            "same_window_balancedness_gpu": float(same_gpu[k]),
-            "no_replication_balancedness_gpu": float(plain[k]),
-            "locality_nodes_per_group": float(nodes[k].mean()),
-            "locality_nodes_per_group_weighted":
-                float((nodes[k] * tokens[k]).sum() / total) if total > 0
-                else float(nodes[k].mean()),
-            "rebalanced": b.called,
-            "layers_updated": b.layers_updated,
-            "migration": b.moved,
-            "time_ms": b.timed.time_ms, "cpu_ms": b.timed.cpu_ms, "wall_ms": b.timed.wall_ms,
-            "colocated_replicas": int(colocated[k].sum()),
-            "colocated_replicas_per_layer": colocated[k].tolist(),
-            **serving_metrics[k],
-        })
-    return records
+    return deployment.records
 
 
 class _ServingCost:
@@ -319,10 +292,6 @@ class _ServingCost:
         self.mode, self.expert_bytes = task.rebalance.migration_mode, task.rebalance.expert_bytes
         self.ideal = serving.ideal_layer_seconds(loads[1:], self.topo, self.hw).sum(axis=1)
         self.plain = serving.no_replication_seconds(loads[1:], self.topo, self.hw).sum(axis=1)
-
-    def windows(self, boundaries: list[_Boundary]) -> list[dict]:
-        """The serving metrics of each boundary's next window under its placement."""
-        return [self.window(b.window, b.deployed, b.before, b.moved) for b in boundaries]
 
     def window(self, i: int, deployed: np.ndarray, old: np.ndarray | None,
                moved: int) -> dict:

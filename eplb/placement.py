@@ -233,32 +233,16 @@ def measure(load: np.ndarray, phy2log: np.ndarray, counts: np.ndarray,
 def measure_windows(loads: np.ndarray, phy2log: np.ndarray, counts: np.ndarray,
                     scenario: Scenario) -> list[Balance]:
     """Balancedness of one placement on each of several windows' loads [N, L, E]."""
-    gpu, slot, node = measure_placements(loads, phy2log[None], counts[None], scenario)
-    return [Balance(gpu=float(g), slot=float(s), node=float(n))
-            for g, s, n in zip(gpu, slot, node, strict=True)]
-
-
-def measure_placements(loads: np.ndarray, phy2log: np.ndarray, counts: np.ndarray,
-                       scenario: Scenario) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Balancedness at GPU, slot and node level, each [N], of placement k (phy2log
-    [N, L, R] with its counts [N, L, E], or one placement [1, ...] for all) on window
-    k's loads [N, L, E]; the same figures as `balancedness` window by window."""
     windows, layers, experts = loads.shape
     per_replica = (loads / np.maximum(counts, 1)).reshape(windows, layers * experts)
-    flat = phy2log + (np.arange(layers) * experts)[:, None]
-    slots = np.take_along_axis(per_replica, flat.reshape(len(flat), -1), axis=1) \
-        if len(flat) > 1 else per_replica[:, flat.ravel()]
-    slots = slots.reshape(windows, layers, -1)
-    gpus = slots.reshape(windows, layers, scenario.num_gpus, -1).sum(axis=3)
-    nodes = gpus.reshape(windows, layers, scenario.num_nodes, -1).sum(axis=3)
-    return tuple(_balancedness_per_window(units) for units in (gpus, slots, nodes))
-
-
-def _balancedness_per_window(units: np.ndarray) -> np.ndarray:
-    """`balancedness` of each window's units [N, L, U], at once."""
-    worst = units.max(axis=2).sum(axis=1)
-    mean = units.mean(axis=2).sum(axis=1)
-    return np.divide(mean, worst, out=np.ones_like(mean), where=worst > 0)
+    flat = (phy2log + (np.arange(layers) * experts)[:, None]).ravel()
+    slots = per_replica[:, flat].reshape(windows * layers, -1)  # slot_loads, gathered once
+    gpus = group_sum(slots, scenario.num_gpus)
+    nodes = group_sum(gpus, scenario.num_nodes)
+    return [Balance(gpu=balancedness(gpus[k * layers:(k + 1) * layers]),
+                    slot=balancedness(slots[k * layers:(k + 1) * layers]),
+                    node=balancedness(nodes[k * layers:(k + 1) * layers]))
+            for k in range(windows)]
 
 
 def _experts_per_gpu(loads: np.ndarray, num_gpus: int) -> np.ndarray:
