@@ -89,13 +89,12 @@ def evaluate(name: str, task_data: dict = ATTACK_TASK) -> dict:
     return result["metrics"]
 
 
-def assert_timed_as_in_process(function, program, task_data: dict,
-                               above: float = 1.2) -> None:
-    """The program's fastest call is within 20% below and `above` of the fastest of
-    `function` measured here, just before and just after the evaluation. The least of
-    several calls is the one the other processes on a shared machine disturbed least,
-    on either side; its median, time_ms, is checked against the same measurement more
-    loosely."""
+def assert_timed_as_in_process(function, program, task_data: dict) -> None:
+    """The program's time_ms (its median call) is at most 20% above the median of
+    `function` measured here, just before and just after the evaluation; it and the
+    program's fastest call are at least 80% of the fastest here (nothing the call used
+    is taken off). Other processes on a shared machine slow single calls down on
+    either side: hence the median for the upper bound, the fastest for the lower."""
     here = in_process_ms(function, task_data)
     with candidate_file(program) as path:
         result = evaluate_program(path, task_config_from_dict(task_data))
@@ -104,8 +103,8 @@ def assert_timed_as_in_process(function, program, task_data: dict,
     metrics = result["metrics"]
     fastest = min(r["time_ms"] for s in metrics["scenarios"].values()
                   for r in s["per_window"])
-    assert 0.8 <= fastest / min(here) <= above, (fastest, min(here))
-    assert 0.8 * min(here) <= metrics["time_ms"] <= 1.5 * statistics.median(here), (
+    assert fastest >= 0.8 * min(here), (fastest, min(here))
+    assert 0.8 * min(here) <= metrics["time_ms"] <= 1.2 * statistics.median(here), (
         metrics["time_ms"], here)
 
 
@@ -116,12 +115,10 @@ def test_the_honest_80ms_program_is_timed_as_it_runs_in_process():
 
 
 def test_the_baseline_is_timed_as_it_runs_in_process():
-    """The baseline's call takes about 4 ms; on this 2-core machine loaded by other jobs,
-    the same call in the candidate's process (whose caches the evaluator's work between
-    calls has just flushed) measured up to 1.3x the fastest here, with the runner's own
-    copies under 0.5 ms of it; so 1.5x above (a cheat reports a few percent)."""
+    """The baseline's call takes about 3 ms: the payload's cost, taken off by the echo
+    calibration, is a sizeable part of its round trip."""
     initial = _load(INITIAL, "initial_in_test")
-    assert_timed_as_in_process(initial.rebalance_experts, INITIAL, BASELINE_TASK, above=1.5)
+    assert_timed_as_in_process(initial.rebalance_experts, INITIAL, BASELINE_TASK)
 
 
 @pytest.mark.parametrize("attack", [
