@@ -15,12 +15,16 @@ The rule (README, "Metrics"):
               is charged to the next one;
     wall_ms = the round trip, less the time the child's main thread and the
               evaluator's thread waited for a CPU (so a loaded machine does not
-              inflate it; the waits may overlap, so it can come out low);
+              inflate it; the waits may overlap, so it can come out low), the
+              evaluator's counted only from when it starts waiting for the reply (it
+              checks the previous window meanwhile: its own work);
   each less the same figure for an echo, an exchange with the same payload answered
   before the candidate was imported (so no candidate code could influence it), and
     time_ms = max(cpu_ms, wall_ms): a program that runs threads is charged their
               total CPU, one that waits is charged its wall time, and a low wall
-              figure never undercuts the CPU the call used.
+              figure never undercuts the CPU the call used; cpu_ms alone when the
+              reply came before the evaluator had finished its own work (the round
+              trip then includes that work).
 """
 
 from __future__ import annotations

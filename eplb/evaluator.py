@@ -10,8 +10,8 @@ default (every window, no warm-up) asks at every boundary, so the placement from
 window i is scored on window i+1. Warm-up windows (before the first placement)
 are observed but not scored: no candidate placement is deployed yet. Each window's
 call is timed once, from this side (eplb/call_timing.py: the rule, wall and CPU);
-checking and scoring happen here, untimed, while the candidate waits for its next
-window.
+checking and scoring happen here, untimed, while the candidate works on the next
+window (`_run_scenario` says when the check must come first).
 
 Per scenario, means over scored windows unless said otherwise:
   balancedness_gpu/slot/node   mean unit load / max unit load (summed over layers)
