@@ -55,6 +55,9 @@ from eplb import colocation, evaluator, placement  # noqa: E402
 from eplb.config import load_task_config  # noqa: E402
 from evolve import channel, sandbox  # noqa: E402
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import critical_path  # noqa: E402
+
 TARGET_PERCENT = 5.0
 STARTUP_TARGET_PERCENT = 5.0
 RUNS = 5                    # timed evaluations (after one untimed warm-up evaluation)
@@ -71,8 +74,6 @@ class Timers:
         self.in_receive = False
         self.reads_in_message = 0
         self.first_receive_done = False
-        self.box = None            # the sandbox last sent a message
-        self.awaiting = False      # that message's reply not yet read
         self.checking = 0          # depth inside the evaluator's timed work
 
     def add(self, name: str, seconds: float) -> None:
@@ -98,8 +99,7 @@ def _timed_work(name: str, func):
         finally:
             elapsed = time.perf_counter() - start
             TIMERS.checking -= 1
-            hidden = TIMERS.awaiting and not TIMERS.box.reply_waiting()
-            TIMERS.add(f"{name} (hidden)" if hidden else name, elapsed)
+            TIMERS.add(f"{name} (hidden)" if critical_path.hidden() else name, elapsed)
     wrapper.__wrapped__ = func
     return wrapper
 
@@ -130,20 +130,6 @@ def instrumented():
     patch(colocation, "colocated_replicas",
           _timed_work("colocated_replicas", colocation.colocated_replicas))
     patch(sandbox, "send", _timed_call("send (encode + write)", sandbox.send))
-    box_send, box_receive = sandbox.Sandbox.send, sandbox.Sandbox.receive
-
-    def noted_send(self, *args, **kwargs):
-        TIMERS.box, TIMERS.awaiting = self, True
-        return box_send(self, *args, **kwargs)
-
-    def noted_receive(self, *args, **kwargs):
-        try:
-            return box_receive(self, *args, **kwargs)
-        finally:
-            TIMERS.awaiting = False
-
-    patch(sandbox.Sandbox, "send", noted_send)
-    patch(sandbox.Sandbox, "receive", noted_receive)
 
     read_exact = channel._read_exact
 
@@ -182,7 +168,8 @@ def instrumented():
     patch(sandbox.Sandbox, "__init__", _timed_call("spawn", init))
     patch(sandbox.Sandbox, "close", _timed_call("teardown", close))
     try:
-        yield
+        with critical_path.tracking():
+            yield
     finally:
         for owner, attr, original in reversed(saved):
             setattr(owner, attr, original)

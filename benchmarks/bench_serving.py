@@ -3,8 +3,10 @@
 Default: evaluates `initial.py` with configs/task/eplb.yaml RUNS times (after one warm-up
 evaluation; windows loaded beforehand) and times, by wrapping in this process, the
 evaluator's serving model (eplb.evaluator._ServingCost: its set-up per scenario and its
-per-window metrics). Prints the model's share of each evaluation's wall time, median
-over runs. Target: < 10% (the issue's bound on the wall time the new metrics may add).
+per-window metrics). Prints the share of each evaluation's wall time the model adds,
+median over runs: its time less what it spent while the candidate was computing the
+next window's answer (benchmarks/critical_path.py), which is printed beside. Target:
+< 10% (the issue's bound on the wall time the new metrics may add).
 
 --table: also prints (1) inter-node transfers per token on ds_32gpu for DeepSeek's
 hierarchical (initial.py) and global (policies/deepseek_global.py) placements, under the
@@ -48,6 +50,9 @@ from eplb.config import load_task_config  # noqa: E402
 sys.path.insert(0, str(ROOT / "tests"))
 import token_dispatch_sim as sim  # noqa: E402
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import critical_path  # noqa: E402
+
 TARGET_PERCENT = 10.0
 RUNS = 3
 SGLANG = ROOT.parent / "shared" / "traces" / "sglang-ep-statistics"
@@ -59,8 +64,10 @@ KERNELS = ("normal", "low_latency")
 
 
 def timed_evaluations() -> None:
-    """The serving model's share of each evaluation's wall time."""
-    spent = [0.0]
+    """The serving model's share of each evaluation's wall time: the time it adds (work
+    done while the candidate computes the next window's answer adds none, see
+    critical_path.py) and, informational, all of its time."""
+    spent = [0.0, 0.0]  # adding wall time, hidden behind the candidate
     cost = evaluator._ServingCost
     originals = {name: getattr(cost, name) for name in ("__init__", "window")}
 
@@ -70,7 +77,7 @@ def timed_evaluations() -> None:
             try:
                 return func(*args, **kwargs)
             finally:
-                spent[0] += time.perf_counter() - start
+                spent[critical_path.hidden()] += time.perf_counter() - start
         return wrapper
 
     for name, func in originals.items():
@@ -79,22 +86,25 @@ def timed_evaluations() -> None:
     evaluator.load_windows(task)
     shares = []
     try:
-        for run in range(RUNS + 1):
-            spent[0] = 0.0
-            started = time.perf_counter()
-            result = evaluator.evaluate_program(ROOT / "initial.py", task)
-            wall = time.perf_counter() - started
-            assert result["correct"], result["error"]
-            if run:
-                shares.append((100 * spent[0] / wall, spent[0], wall))
+        with critical_path.tracking():
+            for run in range(RUNS + 1):
+                spent[:] = [0.0, 0.0]
+                started = time.perf_counter()
+                result = evaluator.evaluate_program(ROOT / "initial.py", task)
+                wall = time.perf_counter() - started
+                assert result["correct"], result["error"]
+                if run:
+                    shares.append((100 * spent[0] / wall, *spent, wall))
     finally:
         for name, func in originals.items():
             setattr(cost, name, func)
-    share, model_s, wall = sorted(shares)[len(shares) // 2]
+    share, added_s, hidden_s, wall = sorted(shares)[len(shares) // 2]
     verdict = "PASS" if share < TARGET_PERCENT else "FAIL"
     print(f"SUMMARY serving metrics: {share:.2f}% of an evaluation's wall time (median of "
-          f"{RUNS}; {1000 * model_s:.0f} ms of {wall:.2f} s; target < {TARGET_PERCENT:.0f}%) "
-          f"{verdict}")
+          f"{RUNS}; {1000 * added_s:.0f} ms of {wall:.2f} s; target < {TARGET_PERCENT:.0f}%) "
+          f"{verdict}; in all {1000 * (added_s + hidden_s):.0f} ms = "
+          f"{100 * (added_s + hidden_s) / wall:.1f}% with the time hidden behind the "
+          "candidate's calls (informational)")
 
 
 def sglang_statistics(folder: Path) -> np.ndarray:

@@ -60,6 +60,7 @@ Overall values are means over scenarios, and
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import time
 from collections.abc import Iterator
@@ -169,7 +170,8 @@ class _Answer:
 class _Deployment:
     """One scenario's deployed placement, and the records of the windows it served."""
 
-    def __init__(self, scenario: Scenario, task: TaskConfig, loads: np.ndarray):
+    def __init__(self, scenario: Scenario, task: TaskConfig, loads: np.ndarray,
+                 trace_key: str):
         self.scenario, self.task, self.loads = scenario, task, loads
         self.layers, self.experts = loads.shape[1:]
         self.deployed: np.ndarray | None = None
@@ -178,7 +180,7 @@ class _Deployment:
         self.plain = placement.no_replication_gpu(loads[1:], scenario)  # no candidate part
         self.group_tokens = loads.reshape(len(loads), self.layers, scenario.num_groups,
                                           -1).sum(axis=3)
-        self.cost = _ServingCost(task, scenario, loads, self.experts)
+        self.cost = _ServingCost(task, scenario, loads, self.experts, trace_key)
 
     def install(self, answer: _Answer) -> None:
         """Check the answer (CandidateError if invalid), deploy it on its layers, and
@@ -229,7 +231,8 @@ class _Deployment:
 
 
 def _run_scenario(box: Sandbox, windows: np.ndarray, scenario: Scenario, task: TaskConfig,
-                  keywords: list[str], progress: Progress, clock: CallClock) -> list[dict]:
+                  keywords: list[str], progress: Progress, clock: CallClock,
+                  trace_key: str) -> list[dict]:
     """Walk the window boundaries: trigger, ask the candidate, check, install, score.
 
     A window's answer is checked and scored while the candidate works on the next
@@ -245,7 +248,7 @@ def _run_scenario(box: Sandbox, windows: np.ndarray, scenario: Scenario, task: T
     observe = {"op": "observe", "history_windows": task.history_windows, "reset": True}
     loads = windows.astype(np.float64)
     trigger = dynamic.Trigger(task.rebalance, layers)
-    deployment = _Deployment(scenario, task, loads)
+    deployment = _Deployment(scenario, task, loads, trace_key)
     answer: _Answer | None = None  # received, not yet checked
     install_first = trigger.needs_balance or "previous" in keywords
     for i in range(len(windows) - 1):
@@ -281,17 +284,41 @@ def _run_scenario(box: Sandbox, windows: np.ndarray, scenario: Scenario, task: T
     return deployment.records
 
 
+_REFERENCE_CACHE: dict[tuple, tuple[np.ndarray, np.ndarray]] = {}
+
+
+def _trace_digest(windows: np.ndarray) -> str:
+    """A key for the windows' content (the references computed from them are kept per
+    process, for every candidate evaluated on the same windows)."""
+    data = np.ascontiguousarray(windows)
+    return hashlib.blake2b(memoryview(data).cast("B"), digest_size=16).hexdigest() + \
+        f"{data.dtype}{data.shape}"
+
+
 class _ServingCost:
     """One scenario's step-time model (eplb/serving.py) over the scored windows."""
 
-    def __init__(self, task: TaskConfig, scenario: Scenario, loads: np.ndarray, experts: int):
+    def __init__(self, task: TaskConfig, scenario: Scenario, loads: np.ndarray, experts: int,
+                 trace_key: str):
         self.hw = task.hardware.resolve()
         self.topo = serving.Topology(scenario.num_replicas, scenario.num_gpus,
                                      scenario.num_nodes, scenario.num_groups, experts)
         self.loads, self.steps = loads, task.rebalance_interval
         self.mode, self.expert_bytes = task.rebalance.migration_mode, task.rebalance.expert_bytes
-        self.ideal = serving.ideal_layer_seconds(loads[1:], self.topo, self.hw).sum(axis=1)
-        self.plain = serving.no_replication_seconds(loads[1:], self.topo, self.hw).sum(axis=1)
+        self.ideal, self.plain = self._references(trace_key)
+
+    def _references(self, trace_key: str) -> tuple[np.ndarray, np.ndarray]:
+        """Seconds per window of the ideal and of the no-replication layout: the same for
+        every candidate, so computed once per process for these windows and hardware."""
+        key = (trace_key, self.topo, self.hw)
+        if key not in _REFERENCE_CACHE:
+            later = self.loads[1:]
+            if len(_REFERENCE_CACHE) >= 16:
+                _REFERENCE_CACHE.clear()
+            _REFERENCE_CACHE[key] = (
+                serving.ideal_layer_seconds(later, self.topo, self.hw).sum(axis=1),
+                serving.no_replication_seconds(later, self.topo, self.hw).sum(axis=1))
+        return _REFERENCE_CACHE[key]
 
     def window(self, i: int, deployed: np.ndarray, old: np.ndarray | None,
                moved: int) -> dict:
@@ -605,13 +632,14 @@ def _evaluate_in_sandbox(program_path: Path, windows: np.ndarray, task: TaskConf
     progress = Progress(planned=len(task.scenarios) * (len(windows) - 1))
     deadline = time.monotonic() + task.limits.timeout_s
     summaries, printed = {}, []
+    trace_key = _trace_digest(windows)
     for scenario in task.scenarios:
         clock = CallClock((layers, windows.shape[2], scenario.num_replicas))
         with candidate_session(program_path, task, clock) as (box, keywords):
             box.deadline = min(box.deadline, deadline)
             try:
                 records = _run_scenario(box, windows, scenario, task, keywords, progress,
-                                        clock)
+                                        clock, trace_key)
             except SandboxError as exc:
                 raise SandboxError(progress.explain(exc)) from None
             summaries[scenario.name] = _summarise(records, scenario, layers, task)

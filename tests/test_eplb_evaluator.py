@@ -444,3 +444,22 @@ def test_colocated_replicas_as_an_error_name_layer_device_expert():
     message = failed("colocates", task)
     assert "[colocated-replicas] layer 0, device 0 holds expert 0 more than once" in message
     assert "scenario hier, window 0" in message and "28 colocated replicas in all" in message
+
+
+def test_the_reference_times_kept_between_evaluations_follow_the_windows(monkeypatch):
+    """The ideal and no-replication seconds are kept per process for the same windows:
+    an evaluation on other windows computes its own, the same as from a cold start."""
+    from eplb import evaluator
+
+    other = make_task(synthetic={"steps": 400, "layers": 4, "experts": 32, "seed": 5})
+    evaluate_program(INITIAL, make_task())
+    warm = evaluate_program(INITIAL, other)["metrics"]
+    monkeypatch.setattr(evaluator, "_REFERENCE_CACHE", {})
+    cold = evaluate_program(INITIAL, other)["metrics"]
+    for key in ("ideal_moe_time_ms", "throughput_vs_no_replication", "throughput_vs_ideal"):
+        assert warm[key] == cold[key]
+    _, windows = load_windows(other)
+    assert evaluator._trace_digest(windows) == evaluator._trace_digest(windows.copy())
+    changed = windows.copy()
+    changed[0, 0, 0] += 1
+    assert evaluator._trace_digest(changed) != evaluator._trace_digest(windows)
