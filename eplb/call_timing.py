@@ -22,9 +22,10 @@ The rule (README, "Metrics"):
   before the candidate was imported (so no candidate code could influence it), and
     time_ms = max(cpu_ms, wall_ms): a program that runs threads is charged their
               total CPU, one that waits is charged its wall time, and a low wall
-              figure never undercuts the CPU the call used; cpu_ms alone when the
-              reply came before the evaluator had finished its own work (the round
-              trip then includes that work).
+              figure never undercuts the CPU the call used.
+The evaluator checks a window while the candidate works on the next (eplb/evaluator.py);
+a reply that came before it had finished is charged its whole round trip all the same,
+and the evaluator checks first from then on.
 """
 
 from __future__ import annotations
@@ -112,20 +113,16 @@ class CallClock:
         """An observe exchange happened (its payload is not charged to the next call)."""
         self.observes += 1
 
-    def charge(self, start: Snapshot, end: Snapshot, moved: int,
-               waiting: bool = False) -> CallTime:
+    def charge(self, start: Snapshot, end: Snapshot, moved: int) -> CallTime:
         """The figures of the call whose exchange ran from `start` to `end`, moving
-        `moved` bytes of arrays both ways; `waiting`: the reply was there before this
-        side looked for it, so the round trip only bounds the call's wall time from
-        above and time_ms is its CPU time."""
+        `moved` bytes of arrays both ways."""
         since = self.since or start
         cpu = (end.cpu_since(since) - self.place_cost.cpu(moved)
                - self.observes * self.observe_cost.cpu_s)
         wall = end.wall_since(start) - self.place_cost.wall(moved)
         self.untimed(end)
         cpu, wall = max(0.0, cpu), max(0.0, wall)
-        charged = cpu if waiting else max(cpu, wall)
-        return CallTime(time_ms=1000 * charged, cpu_ms=1000 * cpu, wall_ms=1000 * wall)
+        return CallTime(time_ms=1000 * max(cpu, wall), cpu_ms=1000 * cpu, wall_ms=1000 * wall)
 
 
 def _echo(box: Sandbox, weight_shape: tuple[int, int], shapes: list

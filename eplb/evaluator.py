@@ -165,6 +165,7 @@ class _Answer:
     arrays: dict
     timed: CallTime
     due: np.ndarray
+    late: bool  # the reply was there before this side looked for it
 
 
 class _Deployment:
@@ -236,10 +237,12 @@ def _run_scenario(box: Sandbox, windows: np.ndarray, scenario: Scenario, task: T
     """Walk the window boundaries: trigger, ask the candidate, check, install, score.
 
     A window's answer is checked and scored while the candidate works on the next
-    window's request, unless that request needs the answer installed first (the candidate asks
-    for `previous`, or the trigger looks at the deployed placement's balance); either
-    way it is checked before the next reply is read, so the first invalid window is the
-    one reported."""
+    window's request, unless that request needs the answer installed first (the
+    candidate asks for `previous`, or the trigger looks at the deployed placement's
+    balance), or a reply came before this side had finished (the candidate is faster
+    than the check: from then on the check comes first, so that no call's round trip
+    includes it). Either way an answer is checked before the next reply is read, so the
+    first invalid window is the one reported."""
     layers, experts = windows.shape[1:]
     request = {"op": "place", "num_replicas": scenario.num_replicas,
                "num_groups": scenario.num_groups, "num_nodes": scenario.num_nodes,
@@ -277,6 +280,7 @@ def _run_scenario(box: Sandbox, windows: np.ndarray, scenario: Scenario, task: T
         if answer is not None:
             deployment.install(answer)  # while the candidate works on window i
         answer = _answer(box, call, due, scenario, task, progress, clock)
+        install_first = install_first or answer.late
         trigger.installed(loads[i], due)
         request["reset"] = observe["reset"] = False  # only a scenario's first message
     if answer is not None:
@@ -380,7 +384,7 @@ def _reply(box: Sandbox, call: _Call, task: TaskConfig, scenario: Scenario):
     """The reply to `call`; the accounting when it was sent (the calling thread's own
     run-queue wait counted from now: its work since then was not the child's) and after
     (None if the child is gone); and whether the reply was already waiting (it came
-    while this side was busy: the round trip overstates the call)."""
+    while this side was busy: the round trip may overstate the call)."""
     waiting = box.reply_waiting()
     start = call.start.resumed()
     try:
@@ -398,7 +402,7 @@ def _reply(box: Sandbox, call: _Call, task: TaskConfig, scenario: Scenario):
 def _answer(box: Sandbox, call: _Call, due: np.ndarray, scenario: Scenario,
             task: TaskConfig, progress: Progress | None, clock: CallClock) -> _Answer:
     """The candidate's answer to a place request, timed (CandidateError if it failed)."""
-    reply, arrays, start, end, waiting = _reply(box, call, task, scenario)
+    reply, arrays, start, end, late = _reply(box, call, task, scenario)
     if progress is not None:
         progress.answered((end.wall_ns - start.wall_ns) / 1e9 if end else 0.0)
     if "error" in reply:
@@ -408,7 +412,7 @@ def _answer(box: Sandbox, call: _Call, due: np.ndarray, scenario: Scenario,
         raise SandboxError(f"the candidate's process ended after its reply (scenario "
                            f"{scenario.name}, window {call.window})")
     moved = sum(a.nbytes for a in (*call.sent.values(), *arrays.values()))
-    return _Answer(call.window, arrays, clock.charge(start, end, moved, waiting), due)
+    return _Answer(call.window, arrays, clock.charge(start, end, moved), due, late)
 
 
 def _checked(arrays: dict, layers: int, experts: int, scenario: Scenario,

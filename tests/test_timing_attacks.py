@@ -160,15 +160,6 @@ def test_waiting_counts_but_a_loaded_machine_does_not():
         pytest.approx(10)
 
 
-def test_a_reply_that_came_while_the_evaluator_was_busy_is_charged_its_cpu():
-    """The evaluator checked the previous window while this call ran and found its reply
-    waiting: the round trip (20 ms) includes the evaluator's own work, the call's 2 ms of
-    CPU does not."""
-    clock = CallClock()
-    timed = clock.charge(_at(0, 0), _at(20, 2), moved=0, waiting=True)
-    assert timed.time_ms == pytest.approx(2) and timed.wall_ms == pytest.approx(20)
-
-
 def test_the_evaluators_own_run_queue_wait_before_it_looks_is_not_subtracted():
     """The evaluator's own run-queue wait is read again when it starts waiting for the
     reply (its waits while it checked the previous window were for its own work): only
