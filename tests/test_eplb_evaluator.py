@@ -277,8 +277,9 @@ def test_answers_are_checked_while_the_candidate_works_on_the_next_window(monkey
     monkeypatch.setattr(sandbox.Sandbox, "send", counted_send)
     monkeypatch.setattr(sandbox.Sandbox, "receive", counted_receive)
     monkeypatch.setattr(placement, "validate", noted_validate)
-    if reply_early:
-        monkeypatch.setattr(sandbox.Sandbox, "reply_waiting", lambda self: True)
+    # whether a reply came while the evaluator was busy depends on the machine's load:
+    # decided here
+    monkeypatch.setattr(sandbox.Sandbox, "reply_waiting", lambda self: reply_early)
     result = evaluate_program(INITIAL, make_task())
     assert result["correct"], result["error"]
     # 3 scored windows per scenario, one call each: the last is checked after its reply
