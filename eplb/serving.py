@@ -247,8 +247,7 @@ def unit_cost(expert_loads: np.ndarray, unit_expert: np.ndarray, unit_gpu: np.nd
     cell = np.arange(layers)[:, None] * experts + unit_expert  # each unit's (layer, expert)
     replicas = np.maximum(np.bincount(cell.ravel(), minlength=layers * experts), 1
                           ).reshape(layers, experts)
-    per_unit = (loads / replicas).reshape(len(loads), -1)[:, cell.ravel()].reshape(
-        len(loads), *unit_expert.shape)
+    per_unit = np.take((loads / replicas).reshape(len(loads), -1), cell, axis=1)  # [B, L, U]
     gpus = _per_gpu(per_unit, unit_gpu, topo)
     total = loads.sum(axis=-1)
     tokens = total / hw.experts_per_token
