@@ -45,6 +45,9 @@ Migration (per rebalance): a slot whose expert changed receives expert_bytes, ov
 NVLink when the old placement had that expert on the slot's node, else over the network;
 migration_seconds = max over GPUs of intra_bytes / intra_bw + inter_bytes / inter_bw.
 
+Windows can be scored together, each under one placement for all of them or under its
+own (placements [..., L, R] beside loads [..., L, E]; migrations likewise).
+
 Sources: DeepSeek-V3 (hidden 7168, expert intermediate 2048, top-8 of 256 experts in at
 most 4 of 8 groups, FP8 dispatch, BF16 combine); DeepEP's README (normal kernels forward
 from the RDMA to the NVLink domain, low-latency kernels are pure RDMA; H800: ~160 GB/s NVLink,
@@ -154,11 +157,12 @@ class Cost(NamedTuple):
 
 def elementary_symmetric(x: np.ndarray, size: int) -> np.ndarray:
     """Elementary symmetric polynomials e_0..e_size [..., size + 1] of x's last axis."""
-    e = np.zeros((*x.shape[:-1], size + 1))
-    e[..., 0] = 1.0
-    for j in range(x.shape[-1]):
-        e[..., 1:] += x[..., j, None] * e[..., :-1]
-    return e
+    e = np.zeros((size + 1, *x.shape[:-1]))  # degree first: contiguous updates
+    e[0] = 1.0
+    for j, item in enumerate(np.moveaxis(x, -1, 0)):
+        top = min(j + 1, size)  # e_k = 0 for k > j + 1 until then
+        e[1:top + 1] += item * e[:top]
+    return np.moveaxis(e, 0, -1)
 
 
 def _inclusion(x: np.ndarray, size: int) -> np.ndarray:
@@ -186,16 +190,6 @@ def subset_weights(chosen: np.ndarray, size: int, iterations: int = 0) -> np.nda
         x = x * odds * (1 - got) / got
         x = x / x.max(axis=-1, keepdims=True)
     return x
-
-
-def _units_per_node(unit_expert: np.ndarray, unit_gpu: np.ndarray,
-                    topo: Topology) -> np.ndarray:
-    """How many units of each expert each node holds, [L, E, N]."""
-    layers = unit_expert.shape[0]
-    cell = (np.arange(layers)[:, None] * topo.experts + unit_expert) * topo.num_nodes \
-        + unit_gpu // topo.gpus_per_node
-    return np.bincount(cell.ravel(), minlength=layers * topo.experts * topo.num_nodes
-                       ).reshape(layers, topo.experts, topo.num_nodes).astype(float)
 
 
 def _per_gpu(values: np.ndarray, unit_gpu: np.ndarray, topo: Topology) -> np.ndarray:
@@ -226,24 +220,34 @@ def nodes_touched(loads: np.ndarray, node_share: np.ndarray, topo: Topology,
     tokens = weight.sum(axis=-1, keepdims=True) / hw.experts_per_token
     x = subset_weights(weight / (c * np.maximum(tokens, 1e-300)), size)
     missed = np.moveaxis(x[..., None] * (1 - share) ** c, 2, -1)             # [B, L, N, J]
-    untouched = elementary_symmetric(missed, size)[..., size] / np.maximum(
-        elementary_symmetric(x, size)[..., size], 1e-300)[..., None]
-    return 1 - untouched
+    e = elementary_symmetric(np.concatenate([missed, x[..., None, :]], axis=2), size)
+    return 1 - e[..., :-1, size] / np.maximum(e[..., -1, size], 1e-300)[..., None]
 
 
 def unit_cost(expert_loads: np.ndarray, unit_expert: np.ndarray, unit_gpu: np.ndarray,
               topo: Topology, hw: Hardware, even_gpus: bool = False) -> Cost:
     """MoE seconds and transfers per token [..., L] of units (slots, or experts placed
-    once) holding experts unit_expert [L, U] on GPUs unit_gpu [U], under window loads
-    [..., L, E], each expert's load split evenly over its units. even_gpus: every GPU at
-    the mean load and the network traffic spread evenly over GPUs (the ideal)."""
+    once) holding experts unit_expert on GPUs unit_gpu [U], under window loads
+    [..., L, E], each expert's load split evenly over its units. unit_expert is one
+    placement [L, U] for all windows or one per window [..., L, U] (the loads' leading
+    dims). even_gpus: every GPU at the mean load and the network traffic spread evenly
+    over GPUs (the ideal)."""
     *lead, layers, experts = expert_loads.shape
+    if unit_expert.ndim > 2:
+        # window by window: as fast as one vectorised call, whose [B, L, E, N]
+        # temporaries cost more in memory traffic and page faults than the calls save
+        if unit_expert.shape[:-1] != expert_loads.shape[:-1]:
+            raise ValueError(f"placements {unit_expert.shape} do not match loads "
+                             f"{expert_loads.shape}")
+        costs = [unit_cost(load, units, unit_gpu, topo, hw, even_gpus) for load, units in zip(
+            expert_loads.reshape(-1, layers, experts),
+            unit_expert.reshape(-1, layers, unit_expert.shape[-1]), strict=True)]
+        return Cost(*(np.reshape(part, (*lead, layers)) for part in zip(*costs, strict=True)))
     loads = np.asarray(expert_loads, dtype=float).reshape(-1, layers, experts)
-    on_node = _units_per_node(unit_expert, unit_gpu, topo)
-    replicas = on_node.sum(axis=-1)
-    flat = (np.arange(layers)[:, None] * experts + unit_expert).ravel()
-    per_unit = (loads / np.maximum(replicas, 1)).reshape(len(loads), -1)[:, flat].reshape(
-        len(loads), *unit_expert.shape)
+    cell = np.arange(layers)[:, None] * experts + unit_expert  # each unit's (layer, expert)
+    replicas = np.maximum(np.bincount(cell.ravel(), minlength=layers * experts), 1
+                          ).reshape(layers, experts)
+    per_unit = np.take((loads / replicas).reshape(len(loads), -1), cell, axis=1)  # [B, L, U]
     gpus = _per_gpu(per_unit, unit_gpu, topo)
     total = loads.sum(axis=-1)
     tokens = total / hw.experts_per_token
@@ -254,7 +258,10 @@ def unit_cost(expert_loads: np.ndarray, unit_expert: np.ndarray, unit_gpu: np.nd
     else:
         # one transfer per token and remote node holding any of its copies, landing on
         # the GPU of the token's local rank there (any of the node's GPUs, evenly)
-        node_share = on_node / np.maximum(replicas, 1)[..., None]
+        node_share = np.zeros((layers, experts, topo.num_nodes))  # units per node, then share
+        np.add.at(node_share.reshape(-1), (cell * topo.num_nodes + unit_gpu // topo.gpus_per_node
+                                           ).ravel(), 1.0)
+        np.divide(node_share, replicas[..., None], out=node_share)
         into = tokens[..., None] * remote * nodes_touched(loads, node_share, topo, hw)
         network = np.repeat(into / topo.gpus_per_node, topo.gpus_per_node, axis=-1)
     transfers = network.sum(axis=-1)
@@ -318,9 +325,15 @@ def no_replication_seconds(expert_loads: np.ndarray, topo: Topology,
 
 
 def migration_seconds(previous: np.ndarray | None, current: np.ndarray, topo: Topology,
-                      hw: Hardware, expert_bytes: float) -> float:
+                      hw: Hardware, expert_bytes: float) -> float | np.ndarray:
     """Seconds to load the new experts: max over GPUs of its bytes over NVLink (the expert
-    was on the slot's node before) plus its bytes over the network (it was not)."""
+    was on the slot's node before) plus its bytes over the network (it was not). A float
+    for placements [L, R]; [...] for windows [..., L, R], each from its own previous
+    (window by window, which measured faster than one vectorised pass)."""
+    if current.ndim > 2:
+        before = [None] * len(current) if previous is None else previous
+        return np.array([migration_seconds(old, new, topo, hw, expert_bytes)
+                         for old, new in zip(before, current, strict=True)])
     if previous is None or expert_bytes <= 0:
         return 0.0
     layers, replicas = current.shape
@@ -328,11 +341,12 @@ def migration_seconds(previous: np.ndarray | None, current: np.ndarray, topo: To
     if not changed.any():
         return 0.0
     node_of_slot = np.arange(replicas) // (replicas // topo.num_nodes)
-    present = np.zeros((layers, topo.num_nodes, topo.experts), dtype=bool)
-    present[np.arange(layers)[:, None], node_of_slot[None, :], previous] = True
-    on_node = present[np.arange(layers)[:, None], node_of_slot[None, :], current]
-    intra = (changed & on_node).reshape(layers, topo.num_gpus, -1).sum(axis=(0, 2))
-    inter = (changed & ~on_node).reshape(layers, topo.num_gpus, -1).sum(axis=(0, 2))
+    row = (np.arange(layers)[:, None] * topo.num_nodes + node_of_slot) * topo.experts
+    present = np.zeros(layers * topo.num_nodes * topo.experts, dtype=bool)  # (layer, node, e)
+    present[row + previous] = True
+    on_node = present[row + current]
+    intra, inter = ((changed & moved).reshape(layers, topo.num_gpus, -1).sum(axis=0).sum(
+        axis=-1) for moved in (on_node, ~on_node))
     seconds = expert_bytes * (intra / (hw.intra_node_gbps * 1e9)
                               + inter / (hw.inter_node_gbps * 1e9))
     return float(seconds.max())
