@@ -45,9 +45,6 @@ Migration (per rebalance): a slot whose expert changed receives expert_bytes, ov
 NVLink when the old placement had that expert on the slot's node, else over the network;
 migration_seconds = max over GPUs of intra_bytes / intra_bw + inter_bytes / inter_bw.
 
-Windows can be scored together, each under one placement for all of them or under its
-own (placements [..., L, R] beside loads [..., L, E]; migrations likewise).
-
 Sources: DeepSeek-V3 (hidden 7168, expert intermediate 2048, top-8 of 256 experts in at
 most 4 of 8 groups, FP8 dispatch, BF16 combine); DeepEP's README (normal kernels forward
 from the RDMA to the NVLink domain, low-latency kernels are pure RDMA; H800: ~160 GB/s NVLink,
@@ -227,22 +224,10 @@ def nodes_touched(loads: np.ndarray, node_share: np.ndarray, topo: Topology,
 def unit_cost(expert_loads: np.ndarray, unit_expert: np.ndarray, unit_gpu: np.ndarray,
               topo: Topology, hw: Hardware, even_gpus: bool = False) -> Cost:
     """MoE seconds and transfers per token [..., L] of units (slots, or experts placed
-    once) holding experts unit_expert on GPUs unit_gpu [U], under window loads
-    [..., L, E], each expert's load split evenly over its units. unit_expert is one
-    placement [L, U] for all windows or one per window [..., L, U] (the loads' leading
-    dims). even_gpus: every GPU at the mean load and the network traffic spread evenly
-    over GPUs (the ideal)."""
+    once) holding experts unit_expert [L, U] on GPUs unit_gpu [U], under window loads
+    [..., L, E], each expert's load split evenly over its units. even_gpus: every GPU at
+    the mean load and the network traffic spread evenly over GPUs (the ideal)."""
     *lead, layers, experts = expert_loads.shape
-    if unit_expert.ndim > 2:
-        # window by window: as fast as one vectorised call, whose [B, L, E, N]
-        # temporaries cost more in memory traffic and page faults than the calls save
-        if unit_expert.shape[:-1] != expert_loads.shape[:-1]:
-            raise ValueError(f"placements {unit_expert.shape} do not match loads "
-                             f"{expert_loads.shape}")
-        costs = [unit_cost(load, units, unit_gpu, topo, hw, even_gpus) for load, units in zip(
-            expert_loads.reshape(-1, layers, experts),
-            unit_expert.reshape(-1, layers, unit_expert.shape[-1]), strict=True)]
-        return Cost(*(np.reshape(part, (*lead, layers)) for part in zip(*costs, strict=True)))
     loads = np.asarray(expert_loads, dtype=float).reshape(-1, layers, experts)
     cell = np.arange(layers)[:, None] * experts + unit_expert  # each unit's (layer, expert)
     replicas = np.maximum(np.bincount(cell.ravel(), minlength=layers * experts), 1
@@ -325,15 +310,9 @@ def no_replication_seconds(expert_loads: np.ndarray, topo: Topology,
 
 
 def migration_seconds(previous: np.ndarray | None, current: np.ndarray, topo: Topology,
-                      hw: Hardware, expert_bytes: float) -> float | np.ndarray:
+                      hw: Hardware, expert_bytes: float) -> float:
     """Seconds to load the new experts: max over GPUs of its bytes over NVLink (the expert
-    was on the slot's node before) plus its bytes over the network (it was not). A float
-    for placements [L, R]; [...] for windows [..., L, R], each from its own previous
-    (window by window, which measured faster than one vectorised pass)."""
-    if current.ndim > 2:
-        before = [None] * len(current) if previous is None else previous
-        return np.array([migration_seconds(old, new, topo, hw, expert_bytes)
-                         for old, new in zip(before, current, strict=True)])
+    was on the slot's node before) plus its bytes over the network (it was not)."""
     if previous is None or expert_bytes <= 0:
         return 0.0
     layers, replicas = current.shape

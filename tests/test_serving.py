@@ -153,50 +153,6 @@ def _placements(rng, windows, layers, topo):
         0, topo.experts, spare)])) for _ in range(layers)] for _ in range(windows)])
 
 
-def test_each_window_scored_under_its_own_placement():
-    topo = serving.Topology(num_replicas=16, num_gpus=4, num_nodes=2, num_groups=4, experts=8)
-    rng = np.random.default_rng(4)
-    loads = rng.pareto(1.5, (5, 3, 8)) * 100  # uneven loads
-    loads[1, 0] = 0  # a layer without tokens
-    phy2log = _placements(rng, 5, 3, topo)
-    for hw in (PICK2, PICK2_LL, H800):
-        batch = serving.placement_cost(loads, phy2log, topo, hw)
-        one = [serving.placement_cost(load, p, topo, hw) for load, p in
-               zip(loads, phy2log, strict=True)]
-        for got, want in zip(batch, zip(*one, strict=True), strict=True):
-            assert got.shape == (5, 3) and np.array_equal(got, np.stack(want))
-        assert np.array_equal(serving.placement_seconds(loads, phy2log, topo, hw), batch.seconds)
-        # the windows differ: the same placement for all would score them otherwise
-        assert not np.array_equal(batch.seconds, serving.placement_seconds(
-            loads, phy2log[0], topo, hw))
-    # leading dims beyond one, and a placement per window that does not match the loads
-    hw = PICK2
-    grid = serving.placement_cost(loads[:4].reshape(2, 2, 3, 8), phy2log[:4].reshape(
-        2, 2, 3, 16), topo, hw)
-    assert np.array_equal(grid.seconds.reshape(4, 3), serving.placement_cost(
-        loads[:4], phy2log[:4], topo, hw).seconds)
-    with pytest.raises(ValueError, match="placements .* do not match loads"):
-        serving.placement_cost(loads, phy2log[:4], topo, hw)
-
-
-def test_migration_of_many_windows():
-    rng = np.random.default_rng(6)
-    before = _placements(rng, 6, 3, TOPO)
-    after = before.copy()
-    after[1, 0, :2] = after[1, 0, 1::-1]  # GPU 0's two slots swap experts (NVLink)
-    after[2] = _placements(rng, 1, 3, TOPO)[0]
-    after[4, 2, 5] = (after[4, 2, 5] + 1) % 8
-    # windows 0, 3 and 5 unchanged
-    for hw in (H800, PICK2_LL):
-        got = serving.migration_seconds(before, after, TOPO, hw, 1e9)
-        want = [serving.migration_seconds(b, a, TOPO, hw, 1e9)
-                for b, a in zip(before, after, strict=True)]
-        assert got.shape == (6,) and got.tolist() == want
-        assert got[[0, 3, 5]].tolist() == [0, 0, 0] and (got[[1, 2, 4]] > 0).all()
-        assert serving.migration_seconds(None, after, TOPO, hw, 1e9).tolist() == [0.0] * 6
-        assert serving.migration_seconds(before, after, TOPO, hw, 0).tolist() == [0.0] * 6
-
-
 def test_window_seconds_by_migration_mode():
     assert serving.window_seconds(2.0, 3.0, 0.0, "async") == 2.0
     assert serving.window_seconds(2.0, 3.0, 0.5, "stop_the_world") == 2.5
