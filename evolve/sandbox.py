@@ -285,15 +285,17 @@ class Sandbox:
             reason += f" (memory limit {self.limits.memory_mb} MB?)"
         return f"process {reason}; output: {self.output_tail() or '(none)'}"
 
-    def _wait(self, timeout: float) -> int | None:
-        """The child's exit status (reaped by the template), or None if still running."""
+    def _wait(self, timeout: float, kill: bool = False) -> int | None:
+        """The child's exit status (reaped by the template, which first kills everything
+        below it if `kill`), or None if still running."""
         if self.status is None and self.pid is not None:
             try:
                 self.status = self._server.request(
-                    {"op": "wait", "pid": self.pid, "timeout": timeout},
+                    {"op": "kill" if kill else "wait", "pid": self.pid, "timeout": timeout},
                     timeout=timeout + 30)["status"]
-            except SandboxError:
-                self.status = -signal.SIGKILL  # the template is gone, and the child with it
+            except SandboxError:  # the template is gone (and the child with it) or stuck
+                self._server.kill_children()
+                self.status = -signal.SIGKILL
         return self.status
 
     def snapshot(self) -> accounting.Snapshot:
@@ -311,8 +313,7 @@ class Sandbox:
 
     def kill(self) -> None:
         """Kill the child and anything it left behind, and reap it."""
-        self._server.kill_children()
-        self._wait(30.0)
+        self._wait(30.0, kill=True)
 
     def close(self) -> None:
         """Kill the child at once (it holds nothing worth a graceful exit) and clean up;
@@ -351,8 +352,14 @@ def _read_paths(runtime: list[str], extra: tuple[str, ...], hide: tuple[str, ...
     return [*paths, *SYSTEM_READ_PATHS, *map(str, extra)]
 
 
-def _entries(folder: str) -> list[str]:
+def _entries(folder: str) -> tuple[str, ...]:
     try:
-        return sorted(os.listdir(folder))
+        return _listing(folder, os.stat(folder).st_mtime_ns)
     except OSError:
-        return []
+        return ()
+
+
+@functools.lru_cache(maxsize=64)
+def _listing(folder: str, modified_ns: int) -> tuple[str, ...]:
+    """A folder's entries, listed again only when the folder changes."""
+    return tuple(sorted(os.listdir(folder)))
