@@ -145,17 +145,22 @@ def _wait(pid, timeout):
 
 def _kill_descendants(pid):
     """SIGKILL child `pid`'s process group at once, then every process below this server,
-    parents before their children (a killed process forks no more, and reaps none: the
-    pids read below it stay its own)."""
+    parents before their children, until a pass finds none it has not killed (one that
+    dies hands its children to this server, a subreaper)."""
     with contextlib.suppress(ChildProcessError, ProcessLookupError):
         os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT)  # still ours?
         os.killpg(pid, signal.SIGKILL)
-    stack = _children(os.getpid())
-    while stack:
-        below = stack.pop()
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(below, signal.SIGKILL)
-        stack += _children(below)
+    killed, fresh = set(), True
+    while fresh:
+        stack, fresh = _children(os.getpid()), False
+        while stack:
+            below = stack.pop()
+            if below not in killed:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(below, signal.SIGKILL)
+                killed.add(below)
+                fresh = True
+            stack += _children(below)
 
 
 def _children(pid):

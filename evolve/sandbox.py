@@ -229,16 +229,18 @@ class Sandbox:
             for fd in (log, to_child_r, from_child_w):
                 os.close(fd)
         self.deadline = time.monotonic() + limits.timeout_s
-        self.isolation = self._isolation_report()
+        try:
+            self.isolation = self._isolation_report()
+        except BaseException:
+            self.close()
+            raise
 
     def _isolation_report(self) -> dict:
         header, _ = self.receive()
         report = header.get("isolation")
         if not isinstance(report, dict):
-            self.close()
             raise SandboxError(f"the sandbox sent no isolation report: {header}")
         if self.limits.isolation == "required" and report.get("level") != "full":
-            self.close()
             raise SandboxError(f"limits.isolation is 'required' but the sandbox reached "
                                f"{jail.describe(report)}")
         return report
