@@ -1,14 +1,15 @@
 """Run untrusted code in a jailed, killable, memory-limited process, started in milliseconds.
 
 Each child is forked from a pre-warmed template (`evolve/forkserver.py`, one per
-concurrent sandbox of this process, reused), which has imported torch and numpy and
-nothing else, and holds no data and no secrets. Before any untrusted code runs, the
-child starts its own session, dies with the template (which dies with this
-process), gets an address-space and a CPU-time limit and no core dumps, sends its
-output to a log file (so printing garbage cannot disturb the protocol) and confines
-itself (`evolve/jail.py`): it may read only what the interpreter and the installed
-packages need plus the paths it is given, write only its scratch folder, and may not
-open sockets, start processes, trace or signal other processes.
+concurrent sandbox of this process, reused), which has imported torch and numpy and,
+once asked for them, the child's `script` and the channel, nothing else, and holds no
+data and no secrets. Before any untrusted code runs, the child starts its own
+session, dies with the template (which dies with this process), gets an
+address-space and a CPU-time limit and no core dumps, sends its output to a log file
+(so printing garbage cannot disturb the protocol) and confines itself
+(`evolve/jail.py`): it may read only what the interpreter and the installed packages
+need plus the paths it is given, write only its scratch folder, and may not open
+sockets, start processes, trace or signal other processes.
 
 The first message on the channel is the jail's report (`Sandbox.isolation`); with
 `limits.isolation: required` a child that is not fully isolated is refused before
