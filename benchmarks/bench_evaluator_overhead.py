@@ -17,8 +17,9 @@ for the duration of the benchmark only:
     rest is reading the payload from the pipe; receive minus reads is decoding;
   * Sandbox.__init__ (fork from the pre-warmed template, limits, jail, the
     isolation report, whose receive is counted here only) and Sandbox.close
-    (teardown); with each sandbox's receive of the reply to "load" (the child's
-    "ready" after importing the candidate) they are sandbox start-up.
+    (teardown); with each sandbox's "load" exchange (the child imports the
+    candidate and says "ready"; nothing in it is counted elsewhere) they are sandbox
+    start-up.
     The template itself starts once per process (it imports torch); that one-off
     cost is measured separately and printed beside.
 Overhead (PASS/FAIL, target < 5%) = validation + scoring + parent-side encoding
@@ -62,7 +63,7 @@ class Timers:
         self.calls: dict[str, int] = defaultdict(int)
         self.in_receive = False
         self.reads_in_message = 0
-        self.loading = False  # the next receive is the reply to "load"
+        self.loading = False  # inside a "load" exchange
         self.in_spawn = False
 
     def add(self, name: str, seconds: float) -> None:
@@ -75,6 +76,8 @@ TIMERS = Timers()
 
 def _timed(name: str, func):
     def wrapper(*args, **kwargs):
+        if TIMERS.loading:  # counted whole, as start-up
+            return func(*args, **kwargs)
         start = time.perf_counter()
         try:
             return func(*args, **kwargs)
@@ -96,13 +99,7 @@ def instrumented():
     patch(placement, "validate", _timed("validate", placement.validate))
     for name in SCORING:
         patch(placement, name, _timed(name, getattr(placement, name)))
-    timed_send = _timed("send (encode + write)", sandbox.send)
-
-    def send(fd, header, arrays=None):
-        TIMERS.loading = header.get("op") == "load"
-        return timed_send(fd, header, arrays)
-
-    patch(sandbox, "send", send)
+    patch(sandbox, "send", _timed("send (encode + write)", sandbox.send))
 
     read_exact = channel._read_exact
 
@@ -113,15 +110,15 @@ def instrumented():
         finally:
             elapsed = time.perf_counter() - start
             if TIMERS.in_receive and TIMERS.reads_in_message == 0:
-                TIMERS.add("startup wait" if TIMERS.loading else "wait", elapsed)
-            elif TIMERS.in_receive and not TIMERS.loading:
+                TIMERS.add("wait", elapsed)
+            elif TIMERS.in_receive:
                 TIMERS.add("receive read payload", elapsed)
             TIMERS.reads_in_message += 1
 
     receive = sandbox.receive
 
     def timed_receive(fd, deadline=None):
-        if TIMERS.in_spawn:  # the isolation report: part of spawn
+        if TIMERS.in_spawn or TIMERS.loading:  # the isolation report, "ready": start-up
             return receive(fd, deadline)
         TIMERS.in_receive, TIMERS.reads_in_message = True, 0
         start = time.perf_counter()
@@ -130,8 +127,7 @@ def instrumented():
         finally:
             elapsed = time.perf_counter() - start
             TIMERS.in_receive = False
-            TIMERS.add("startup receive" if TIMERS.loading else "receive total", elapsed)
-            TIMERS.loading = False
+            TIMERS.add("receive total", elapsed)
 
     patch(channel, "_read_exact", timed_read)
     patch(channel, "_write_all", _timed("send write", channel._write_all))
@@ -148,6 +144,20 @@ def instrumented():
             TIMERS.in_spawn = False
 
     patch(sandbox.Sandbox, "__init__", spawn)
+    exchange = sandbox.Sandbox.exchange
+
+    def timed_exchange(box, header, arrays=None, timeout_s=None):
+        if header.get("op") != "load":
+            return exchange(box, header, arrays, timeout_s)
+        TIMERS.loading = True
+        start = time.perf_counter()
+        try:
+            return exchange(box, header, arrays, timeout_s)
+        finally:
+            TIMERS.loading = False
+            TIMERS.add("load", time.perf_counter() - start)
+
+    patch(sandbox.Sandbox, "exchange", timed_exchange)
     patch(sandbox.Sandbox, "close", _timed("teardown", close))
     try:
         yield
@@ -174,8 +184,8 @@ def one_evaluation(task) -> dict[str, float]:
     out = {
         "wall": wall,
         "spawn": s.get("spawn", 0.0),
-        "startup": s.get("spawn", 0.0) + s.get("startup receive", 0.0),
-        "first receive": s.get("startup receive", 0.0),
+        "startup": s.get("spawn", 0.0) + s.get("load", 0.0),
+        "load": s.get("load", 0.0),
         "wait": s.get("wait", 0.0),
         "candidate calls (est.)": candidate_calls,
         "validate": s.get("validate", 0.0),
@@ -228,7 +238,7 @@ def main() -> int:
         ("total wall time of evaluate_program", "wall"),
         ("sandbox start-up (fork + jail + child imports candidate)", "startup"),
         ("   spawn (fork from template, limits, jail, report)", "spawn"),
-        ("   reply to 'load', each sandbox (child imported the candidate)", "first receive"),
+        ("   'load' exchanges (each child imports the candidate)", "load"),
         ("parent blocked waiting for the child", "wait"),
         ("   of which candidate calls (warmup + one per window, est.)",
          "candidate calls (est.)"),
