@@ -1,14 +1,15 @@
 """Run untrusted code in a jailed, killable, memory-limited process, started in milliseconds.
 
 Each child is forked from a pre-warmed template (`evolve/forkserver.py`, one per
-concurrent sandbox of this process, reused), which has imported torch and numpy and
-nothing else, and holds no data and no secrets. Before any untrusted code runs, the
-child starts its own session, dies with the template (which dies with this
-process), gets an address-space and a CPU-time limit and no core dumps, sends its
-output to a log file (so printing garbage cannot disturb the protocol) and confines
-itself (`evolve/jail.py`): it may read only what the interpreter and the installed
-packages need plus the paths it is given, write only its scratch folder, and may not
-open sockets, start processes, trace or signal other processes.
+concurrent sandbox of this process, reused), which has imported torch and numpy and,
+once asked for them, the child's `script` and the channel, nothing else, and holds no
+data and no secrets. Before any untrusted code runs, the child starts its own
+session, dies with the template (which dies with this process), gets an
+address-space and a CPU-time limit and no core dumps, sends its output to a log file
+(so printing garbage cannot disturb the protocol) and confines itself
+(`evolve/jail.py`): it may read only what the interpreter and the installed packages
+need plus the paths it is given, write only its scratch folder, and may not open
+sockets, start processes, trace or signal other processes.
 
 The first message on the channel is the jail's report (`Sandbox.isolation`); with
 `limits.isolation: required` a child that is not fully isolated is refused before
@@ -230,16 +231,18 @@ class Sandbox:
             for fd in (log, to_child_r, from_child_w):
                 os.close(fd)
         self.deadline = time.monotonic() + limits.timeout_s
-        self.isolation = self._isolation_report()
+        try:
+            self.isolation = self._isolation_report()
+        except BaseException:
+            self.close()
+            raise
 
     def _isolation_report(self) -> dict:
         header, _ = self.receive()
         report = header.get("isolation")
         if not isinstance(report, dict):
-            self.close()
             raise SandboxError(f"the sandbox sent no isolation report: {header}")
         if self.limits.isolation == "required" and report.get("level") != "full":
-            self.close()
             raise SandboxError(f"limits.isolation is 'required' but the sandbox reached "
                                f"{jail.describe(report)}")
         return report
@@ -294,15 +297,17 @@ class Sandbox:
             reason += f" (memory limit {self.limits.memory_mb} MB?)"
         return f"process {reason}; output: {self.output_tail() or '(none)'}"
 
-    def _wait(self, timeout: float) -> int | None:
-        """The child's exit status (reaped by the template), or None if still running."""
+    def _wait(self, timeout: float, kill: bool = False) -> int | None:
+        """The child's exit status (reaped by the template, which first kills everything
+        below it if `kill`), or None if still running."""
         if self.status is None and self.pid is not None:
             try:
                 self.status = self._server.request(
-                    {"op": "wait", "pid": self.pid, "timeout": timeout},
+                    {"op": "kill" if kill else "wait", "pid": self.pid, "timeout": timeout},
                     timeout=timeout + 30)["status"]
-            except SandboxError:
-                self.status = -signal.SIGKILL  # the template is gone, and the child with it
+            except SandboxError:  # the template is gone (and the child with it) or stuck
+                self._server.kill_children()
+                self.status = -signal.SIGKILL
         return self.status
 
     def snapshot(self) -> accounting.Snapshot:
@@ -320,8 +325,7 @@ class Sandbox:
 
     def kill(self) -> None:
         """Kill the child and anything it left behind, and reap it."""
-        self._server.kill_children()
-        self._wait(30.0)
+        self._wait(30.0, kill=True)
 
     def close(self) -> None:
         """Kill the child at once (it holds nothing worth a graceful exit) and clean up;
@@ -360,8 +364,14 @@ def _read_paths(runtime: list[str], extra: tuple[str, ...], hide: tuple[str, ...
     return [*paths, *SYSTEM_READ_PATHS, *map(str, extra)]
 
 
-def _entries(folder: str) -> list[str]:
+def _entries(folder: str) -> tuple[str, ...]:
     try:
-        return sorted(os.listdir(folder))
+        return _listing(folder, os.stat(folder).st_mtime_ns)
     except OSError:
-        return []
+        return ()
+
+
+@functools.lru_cache(maxsize=64)
+def _listing(folder: str, modified_ns: int) -> tuple[str, ...]:
+    """A folder's entries, listed again only when the folder changes."""
+    return tuple(sorted(os.listdir(folder)))
