@@ -178,9 +178,10 @@ class _Deployment:
         self.deployed: np.ndarray | None = None
         self.counts: np.ndarray | None = None
         self.records: list[dict] = []
-        self.plain = placement.no_replication_gpu(loads[1:], scenario)  # no candidate part
-        self.group_tokens = loads.reshape(len(loads), self.layers, scenario.num_groups,
-                                          -1).sum(axis=3)
+        # references no candidate plays a part in: kept for every candidate
+        self.plain, self.group_tokens = _kept((trace_key, scenario), lambda: (
+            placement.no_replication_gpu(loads[1:], scenario),
+            loads.reshape(len(loads), self.layers, scenario.num_groups, -1).sum(axis=3)))
         self.cost = _ServingCost(task, scenario, loads, self.experts, trace_key)
 
     def install(self, answer: _Answer) -> None:
@@ -288,7 +289,7 @@ def _run_scenario(box: Sandbox, windows: np.ndarray, scenario: Scenario, task: T
     return deployment.records
 
 
-_REFERENCE_CACHE: dict[tuple, tuple[np.ndarray, np.ndarray]] = {}
+_KEPT: dict[tuple, tuple] = {}
 
 
 def _trace_digest(windows: np.ndarray) -> str:
@@ -297,6 +298,16 @@ def _trace_digest(windows: np.ndarray) -> str:
     data = np.ascontiguousarray(windows)
     return hashlib.blake2b(memoryview(data).cast("B"), digest_size=16).hexdigest() + \
         f"{data.dtype}{data.shape}"
+
+
+def _kept(key: tuple, compute) -> tuple:
+    """compute()'s result, computed once per process for `key` (which names the windows
+    by their digest): for references that depend on the windows, never on a candidate."""
+    if key not in _KEPT:
+        if len(_KEPT) >= 32:
+            _KEPT.clear()
+        _KEPT[key] = compute()
+    return _KEPT[key]
 
 
 class _ServingCost:
@@ -309,20 +320,10 @@ class _ServingCost:
                                      scenario.num_nodes, scenario.num_groups, experts)
         self.loads, self.steps = loads, task.rebalance_interval
         self.mode, self.expert_bytes = task.rebalance.migration_mode, task.rebalance.expert_bytes
-        self.ideal, self.plain = self._references(trace_key)
-
-    def _references(self, trace_key: str) -> tuple[np.ndarray, np.ndarray]:
-        """Seconds per window of the ideal and of the no-replication layout: the same for
-        every candidate, so computed once per process for these windows and hardware."""
-        key = (trace_key, self.topo, self.hw)
-        if key not in _REFERENCE_CACHE:
-            later = self.loads[1:]
-            if len(_REFERENCE_CACHE) >= 16:
-                _REFERENCE_CACHE.clear()
-            _REFERENCE_CACHE[key] = (
-                serving.ideal_layer_seconds(later, self.topo, self.hw).sum(axis=1),
-                serving.no_replication_seconds(later, self.topo, self.hw).sum(axis=1))
-        return _REFERENCE_CACHE[key]
+        # seconds per window of the ideal and of the no-replication layout
+        self.ideal, self.plain = _kept((trace_key, self.topo, self.hw), lambda: (
+            serving.ideal_layer_seconds(loads[1:], self.topo, self.hw).sum(axis=1),
+            serving.no_replication_seconds(loads[1:], self.topo, self.hw).sum(axis=1)))
 
     def window(self, i: int, deployed: np.ndarray, old: np.ndarray | None,
                moved: int) -> dict:

@@ -461,9 +461,10 @@ def test_the_reference_times_kept_between_evaluations_follow_the_windows(monkeyp
     other = make_task(synthetic={"steps": 400, "layers": 4, "experts": 32, "seed": 5})
     evaluate_program(INITIAL, make_task())
     warm = evaluate_program(INITIAL, other)["metrics"]
-    monkeypatch.setattr(evaluator, "_REFERENCE_CACHE", {})
+    monkeypatch.setattr(evaluator, "_KEPT", {})
     cold = evaluate_program(INITIAL, other)["metrics"]
-    for key in ("ideal_moe_time_ms", "throughput_vs_no_replication", "throughput_vs_ideal"):
+    for key in ("ideal_moe_time_ms", "throughput_vs_no_replication", "throughput_vs_ideal",
+                "no_replication_balancedness_gpu", "locality_nodes_per_group_weighted"):
         assert warm[key] == cold[key]
     _, windows = load_windows(other)
     assert evaluator._trace_digest(windows) == evaluator._trace_digest(windows.copy())
