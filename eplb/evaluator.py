@@ -59,35 +59,37 @@ Overall values are means over scenarios, and
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import os
 import time
-from collections.abc import Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 
 from eplb import colocation, dynamic, placement, serving, sglang_trace, synthetic
-from eplb.call_timing import CallClock, CallTime, decoy
+from eplb.call_timing import CallClock, CallTime
+from eplb.calls import (
+    Answer,
+    CandidateError,
+    Progress,
+    candidate_session,
+    check_colocation,
+    checked,
+    observe_window,
+    read_answer,
+    send_request,
+    warm_up,
+)
 from eplb.config import TaskConfig, load_task_config, task_config_from_dict
 from eplb.placement import Scenario
 from eplb.workload import load_trace, make_windows
 from evolve import sandbox
-from evolve.accounting import Snapshot
 from evolve.atomic import atomic_write, write_json
 from evolve.sandbox import Sandbox, SandboxError, isolation_warning
 
-RUNNER = Path(__file__).with_name("candidate_runner.py")
-# never readable by a candidate, wherever the project is installed
-HARNESS_NAMES = ("eplb", "evolve", "evaluate.py", "run_evo.py", "initial.py", "policies")
 OUTPUT_TAIL_CHARS = 64_000  # of a valid candidate's printed output, in the result
 _WINDOW_CACHE: dict[tuple, tuple[str, np.ndarray]] = {}
-
-
-class CandidateError(RuntimeError):
-    """The candidate failed or produced an invalid placement; the message says how."""
 
 
 def _resolve(task: TaskConfig, spec: str) -> Path:
@@ -133,41 +135,6 @@ def load_windows(task: TaskConfig, workload: str | None = None) -> tuple[str, np
     return _WINDOW_CACHE[key]
 
 
-@dataclass
-class Progress:
-    """Placements answered so far in one evaluation: for the message when it is too slow."""
-
-    planned: int
-    calls: int = 0
-    seconds: float = 0.0
-
-    def answered(self, seconds: float) -> None:
-        self.calls += 1
-        self.seconds += seconds
-
-    def explain(self, error: SandboxError) -> str:
-        """The error, and if the time ran out, how far the program got and at what pace."""
-        if "time limit exceeded" not in str(error):
-            return str(error)
-        pace = f", {self.seconds / self.calls:.2f} s each" if self.calls else ""
-        return (f"{error}\ntoo slow: {self.calls} of about {self.planned} placements "
-                f"answered{pace}; a program needs at least one call per window within "
-                "limits.timeout_s (and each window's calls within limits.call_timeout_s "
-                "beyond timing.budget_s)")
-
-
-@dataclass(frozen=True)
-class _Answer:
-    """A placement the candidate returned for `window` (for the layers in `due`), timed
-    but not yet checked."""
-
-    window: int
-    arrays: dict
-    timed: CallTime
-    due: np.ndarray
-    late: bool  # the reply was there before this side looked for it
-
-
 class _Deployment:
     """One scenario's deployed placement, and the records of the windows it served."""
 
@@ -184,12 +151,12 @@ class _Deployment:
             loads.reshape(len(loads), self.layers, scenario.num_groups, -1).sum(axis=3)))
         self.cost = _ServingCost(task, scenario, loads, self.experts, trace_key)
 
-    def install(self, answer: _Answer) -> None:
+    def install(self, answer: Answer) -> None:
         """Check the answer (CandidateError if invalid), deploy it on its layers, and
         score it on the next window."""
-        phy2log, logcnt = _checked(answer.arrays, self.layers, self.experts, self.scenario,
+        phy2log, logcnt = checked(answer.arrays, self.layers, self.experts, self.scenario,
                                    answer.window)
-        _check_colocation(phy2log, self.scenario, self.task, answer.window)
+        check_colocation(phy2log, self.scenario, self.task, answer.window)
         before, due = self.deployed, answer.due
         if before is not None and not due.all():
             phy2log = np.where(due[:, None], phy2log, before)
@@ -253,7 +220,7 @@ def _run_scenario(box: Sandbox, windows: np.ndarray, scenario: Scenario, task: T
     loads = windows.astype(np.float64)
     trigger = dynamic.Trigger(task.rebalance, layers)
     deployment = _Deployment(scenario, task, loads, trace_key)
-    answer: _Answer | None = None  # received, not yet checked
+    answer: Answer | None = None  # received, not yet checked
     install_first = trigger.needs_balance or "previous" in keywords
     for i in range(len(windows) - 1):
         if answer is not None and install_first:
@@ -277,10 +244,10 @@ def _run_scenario(box: Sandbox, windows: np.ndarray, scenario: Scenario, task: T
         arrays = {"weight": windows[i]}
         if "previous" in keywords and deployment.deployed is not None:
             arrays["previous"] = deployment.deployed
-        call = _send(box, dict(request, op="place"), arrays, scenario, i)
+        call = send_request(box, dict(request, op="place"), arrays, scenario, i)
         if answer is not None:
             deployment.install(answer)  # while the candidate works on window i
-        answer = _answer(box, call, due, scenario, task, progress, clock)
+        answer = read_answer(box, call, due, scenario, task, progress, clock)
         install_first = install_first or answer.late
         trigger.installed(loads[i], due)
         request["reset"] = observe["reset"] = False  # only a scenario's first message
@@ -348,131 +315,6 @@ class _ServingCost:
                 "migration_time_share": (served_s - new_s) / served_s if served_s > 0 else 0.0,
                 "serving_throughput_vs_ideal": ideal_s / served_s if served_s > 0 else 1.0,
                 "throughput_vs_no_replication": plain_s / served_s if served_s > 0 else 1.0}
-
-
-def ask_placement(box: Sandbox, request: dict, arrays: dict, layers: int, experts: int,
-                  scenario: Scenario, window: int, task: TaskConfig,
-                  progress: Progress | None = None, clock: CallClock | None = None
-                  ) -> tuple[np.ndarray, np.ndarray, CallTime]:
-    """One placement from the candidate, checked: (phy2log, logcnt, the call's time)."""
-    call = _send(box, dict(request, op="place"), arrays, scenario, window)
-    answer = _answer(box, call, np.ones(layers, dtype=bool), scenario, task, progress,
-                     clock or CallClock())
-    return (*_checked(answer.arrays, layers, experts, scenario, window), answer.timed)
-
-
-@dataclass(frozen=True)
-class _Call:
-    """A request on its way: the window, the arrays sent, the accounting when it left."""
-
-    window: int
-    sent: dict
-    start: Snapshot
-
-
-def _send(box: Sandbox, request: dict, arrays: dict, scenario: Scenario,
-          window: int) -> _Call:
-    """Send one request, noting the kernel's accounting first."""
-    start = box.snapshot()
-    try:
-        box.send(request, arrays)
-    except SandboxError as exc:
-        raise SandboxError(f"{exc} (scenario {scenario.name}, window {window})") from None
-    return _Call(window, arrays, start)
-
-
-def _reply(box: Sandbox, call: _Call, task: TaskConfig, scenario: Scenario):
-    """The reply to `call`; the accounting when it was sent (the calling thread's own
-    run-queue wait counted from now: its work since then was not the child's) and after
-    (None if the child is gone); and whether the reply was already waiting (it came
-    while this side was busy: the round trip may overstate the call)."""
-    waiting = box.reply_waiting()
-    start = call.start.resumed()
-    try:
-        reply, arrays = box.receive(task.limits.call_timeout_s + task.timing.budget_s)
-    except SandboxError as exc:
-        raise SandboxError(f"{exc} (scenario {scenario.name}, window {call.window})"
-                           ) from None
-    try:
-        end = box.snapshot()
-    except OSError:
-        end = None
-    return reply, arrays, start, end, waiting
-
-
-def _answer(box: Sandbox, call: _Call, due: np.ndarray, scenario: Scenario,
-            task: TaskConfig, progress: Progress | None, clock: CallClock) -> _Answer:
-    """The candidate's answer to a place request, timed (CandidateError if it failed)."""
-    reply, arrays, start, end, late = _reply(box, call, task, scenario)
-    if progress is not None:
-        progress.answered((end.wall_ns - start.wall_ns) / 1e9 if end else 0.0)
-    if "error" in reply:
-        raise CandidateError(f"scenario {scenario.name}, window {call.window}: "
-                             f"{reply['error']}\n{reply.get('trace', '')}".strip())
-    if end is None:
-        raise SandboxError(f"the candidate's process ended after its reply (scenario "
-                           f"{scenario.name}, window {call.window})")
-    moved = sum(a.nbytes for a in (*call.sent.values(), *arrays.values()))
-    return _Answer(call.window, arrays, clock.charge(start, end, moved), due, late)
-
-
-def _checked(arrays: dict, layers: int, experts: int, scenario: Scenario,
-             window: int) -> tuple[np.ndarray, np.ndarray]:
-    """(phy2log, logcnt) as int64 from a valid reply; CandidateError naming every rule
-    an invalid one breaks."""
-    violations = placement.validate(arrays.get("phy2log"), arrays.get("log2phy"),
-                                    arrays.get("logcnt"), layers, experts, scenario)
-    if violations:
-        listed = "\n  ".join(str(v) for v in violations)
-        raise CandidateError(
-            f"invalid placement (scenario {scenario.name}, window {window}):\n  {listed}")
-    # logcnt is validated: equal to phy2log's replica counts
-    return arrays["phy2log"].astype(np.int64), arrays["logcnt"].astype(np.int64)
-
-
-def warm_up(box: Sandbox, request: dict, window: np.ndarray, scenario: Scenario, index: int,
-            task: TaskConfig, clock: CallClock) -> None:
-    """`timing.warmup` untimed calls on decoys of `window` (never the window itself);
-    after the first, another only while they took less than `timing.budget_s`."""
-    spent = 0.0
-    for k in range(task.timing.warmup):
-        if k and spent >= task.timing.budget_s:
-            break
-        call = _send(box, dict(request, op="warmup"), {"weight": decoy(window, k)},
-                     scenario, index)
-        reply, _, start, end, _ = _reply(box, call, task, scenario)
-        if "error" in reply:
-            raise CandidateError(f"scenario {scenario.name}, window {index}: "
-                                 f"{reply['error']}\n{reply.get('trace', '')}".strip())
-        spent += (end.wall_ns - start.wall_ns) / 1e9 if end else 0.0
-        clock.untimed(end)
-
-
-def observe_window(box: Sandbox, request: dict, window: np.ndarray, scenario: Scenario,
-                   index: int, clock: CallClock | None = None) -> None:
-    """Send a window the candidate only observes (for its history); nothing is called."""
-    reply, _ = box.exchange(request, {"weight": window})
-    if "error" in reply or not reply.get("observed"):
-        raise CandidateError(f"scenario {scenario.name}, window {index}: the observe request "
-                             f"failed: {reply.get('error', reply)}")
-    if clock is not None:
-        clock.observed()
-
-
-def _check_colocation(phy2log: np.ndarray, scenario: Scenario, task: TaskConfig,
-                      window: int) -> None:
-    """With placement_rules.colocated_replicas: error, refuse an expert twice on one GPU."""
-    if task.placement_rules.colocated_replicas != "error":
-        return
-    found = colocation.first_colocated(phy2log, scenario.num_gpus)
-    if found is not None:
-        layer, device, expert = found
-        total = int(colocation.colocated_replicas(phy2log, scenario.num_gpus).sum())
-        raise CandidateError(
-            f"invalid placement (scenario {scenario.name}, window {window}):\n  "
-            f"[colocated-replicas] layer {layer}, device {device} holds expert {expert} "
-            f"more than once ({total} colocated replicas in all; placement_rules."
-            "colocated_replicas is 'error')")
 
 
 MEANS = ("balancedness_gpu", "balancedness_slot", "balancedness_node",
@@ -604,25 +446,6 @@ def evaluate_program(program_path: str | os.PathLike, task: TaskConfig | None = 
     if results_dir is not None:
         write_results(Path(results_dir), result)
     return result
-
-
-@contextlib.contextmanager
-def candidate_session(program_path: str | os.PathLike, task: TaskConfig,
-                      clock: CallClock | None = None) -> Iterator[tuple[Sandbox, list[str]]]:
-    """The candidate loaded in its sandbox, and the optional arguments it asks for;
-    `clock` is calibrated before the candidate is imported."""
-    program = Path(program_path).resolve()
-    args = [str(program), str(task.timing.torch_threads)]
-    with Sandbox(RUNNER, args, task.limits, read_paths=(str(program),),
-                 hide=HARNESS_NAMES) as box:
-        if clock is not None:
-            clock.calibrate(box)
-        hello, _ = box.exchange({"op": "load"})
-        if "error" in hello:
-            raise CandidateError(f"{hello['error']}\n{hello.get('trace', '')}".strip())
-        if clock is not None:
-            clock.untimed(box.snapshot())
-        yield box, hello.get("keywords", [])
 
 
 def _evaluate_in_sandbox(program_path: Path, windows: np.ndarray, task: TaskConfig

@@ -24,8 +24,8 @@ from pathlib import Path
 import numpy as np
 
 from eplb import colocation, placement
+from eplb.calls import ask_placement, candidate_session, observe_window
 from eplb.config import TaskConfig
-from eplb.evaluator import ask_placement, candidate_session, observe_window
 from eplb.placement import Scenario
 from evolve.atomic import write_json
 
