@@ -14,8 +14,9 @@ from pathlib import Path
 
 import psutil
 
-# the engine's folders: sandboxes' scratch, and candidates' code on remote workers
-SCRATCH_PREFIXES = ("sandbox-", "evolve-candidate-")
+# the engine's folders: sandboxes' scratch, candidates' code on remote workers, and a
+# local dask cluster's files
+SCRATCH_PREFIXES = ("sandbox-", "evolve-candidate-", "dask-")
 
 
 def make_scratch(prefix: str) -> tempfile.TemporaryDirectory:

@@ -12,6 +12,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -195,6 +196,26 @@ def test_code_and_prepared_data_are_shipped_once(tmp_path, monkeypatch):
     # every evaluation on a worker saw the same object: shipped once, not per candidate
     assert all(len(ids) == 1 for ids in payloads.values()), payloads
     assert sum(m["worker"] in payloads for m in results) == 8
+
+
+def test_a_local_cluster_leaves_nothing_in_the_temp_dir(tmp_path, monkeypatch):
+    """The workers' files and dask's locks live in the pool's own scratch folder, which
+    goes with the pool (dask alone would leave dask-scratch-space/ and its locks)."""
+    (tmp_path / "plain_task.py").write_text(PLAIN_TASK)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    temp = tmp_path / "temp"
+    temp.mkdir()
+    monkeypatch.setenv("TMPDIR", str(temp))  # this process and the workers it starts
+    monkeypatch.setattr(tempfile, "tempdir", None)
+    pool = DaskEvaluationPool(EvaluationSettings(n_jobs=1, backend="dask", scheduler="local"),
+                              "plain_task:PlainTask", {})
+    try:
+        (tmp_path / "x.py").write_text("VALUE = 1\n")
+        assert pool.submit(str(tmp_path / "x.py")).result(timeout=60)["correct"]
+        assert [p.name.split("-")[:2] for p in temp.iterdir()] == [["dask", str(os.getpid())]]
+    finally:
+        pool.shutdown()
+    assert list(temp.iterdir()) == []
 
 
 # ---------------------------------------------------------------- evolution on the cluster

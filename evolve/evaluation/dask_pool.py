@@ -31,10 +31,12 @@ from collections.abc import Mapping
 from concurrent.futures import CancelledError, Future
 from pathlib import Path
 
+import dask
 from distributed import Client, LocalCluster, WorkerPlugin, get_worker
 from distributed.scheduler import KilledWorker
 
 from evolve.evaluation.worker import evaluate_code
+from evolve.scratch import make_scratch
 from evolve.task import load_task
 
 log = logging.getLogger("evolve")
@@ -72,11 +74,15 @@ class DaskEvaluationPool:
         self.watchdog_s = settings.watchdog_s
         self.entry = entry
         self.options = dict(options)
-        self.cluster = None
+        self.cluster = self._scratch = None
         if settings.scheduler == "local":
-            self.cluster = LocalCluster(n_workers=settings.n_jobs, threads_per_worker=1,
-                                        processes=True, host="127.0.0.1",
-                                        dashboard_address="127.0.0.1:0", memory_limit=0)
+            # the scheduler's and the workers' files and locks, removed at shutdown
+            self._scratch = make_scratch("dask-")
+            with dask.config.set({"temporary-directory": self._scratch.name}):
+                self.cluster = LocalCluster(
+                    n_workers=settings.n_jobs, threads_per_worker=1, processes=True,
+                    host="127.0.0.1", dashboard_address="127.0.0.1:0", memory_limit=0,
+                    local_directory=self._scratch.name)
         self.client = Client(self.cluster if self.cluster is not None else settings.scheduler)
         # the scheduler re-runs an evaluation whose worker died, ALLOWED_FAILURES times
         self.client.run_on_scheduler(
@@ -159,3 +165,4 @@ class DaskEvaluationPool:
         self.client.close()
         if self.cluster is not None:
             self.cluster.close()
+            self._scratch.cleanup()
