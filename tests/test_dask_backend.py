@@ -319,7 +319,8 @@ def test_dask_run_matches_local_run(tmp_path, monkeypatch):
 def dask_processes(tmp_path: Path):
     """`dask scheduler` and `dask worker` processes on 127.0.0.1, as the README starts them."""
     info = tmp_path / "scheduler.json"
-    env = {**os.environ, "PYTHONPATH": str(PROJECT_ROOT)}  # "the project installed"
+    env = {**os.environ, "PYTHONPATH": str(PROJECT_ROOT),  # "the project installed"
+           "DASK_TEMPORARY_DIRECTORY": str(tmp_path)}  # their files: not in the temp dir
     common = dict(cwd=tmp_path, env=env, start_new_session=True,
                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     dask = [sys.executable, "-m", "dask"]
