@@ -14,9 +14,9 @@ from pathlib import Path
 
 import psutil
 
-# the engine's folders: sandboxes' scratch, candidates' code on remote workers, and a
-# local dask cluster's files
-SCRATCH_PREFIXES = ("sandbox-", "evolve-candidate-", "dask-")
+# the engine's folders: sandboxes' scratch, candidates' code on remote workers, the
+# local pool's marks, and a local dask cluster's files
+SCRATCH_PREFIXES = ("sandbox-", "evolve-candidate-", "evolve-pool-", "dask-")
 
 
 def make_scratch(prefix: str) -> tempfile.TemporaryDirectory:
