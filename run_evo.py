@@ -37,9 +37,9 @@ PROJECT_ROOT = Path(__file__).resolve().parent
 OFFLINE_NOTICE = (
     "No LLM endpoint is configured: set OPENAI_API_KEY (and OPENAI_BASE_URL for a local "
     "OpenAI-compatible server such as vLLM, SGLang or Ollama), or llm.models[].base_url and "
-    "api_key_env in the variant.\nUsing the built-in OFFLINE mutation operator (constant "
-    "perturbation and function crossover): it exercises the pipeline, it is not expected to "
-    "find better programs.")
+    "api_key_env in the variant.\nUsing the built-in OFFLINE mutation operator (small generic "
+    "edits: constants, comparisons, min/max, operand and statement swaps, function "
+    "crossover): it exercises the pipeline, it is not expected to find better programs.")
 
 
 def load_run_config(args: argparse.Namespace) -> tuple[dict, Path]:
