@@ -89,23 +89,33 @@ def evaluate(name: str, task_data: dict = ATTACK_TASK) -> dict:
     return result["metrics"]
 
 
+ATTEMPTS = 3  # evaluations at most, for the upper bound (see below)
+
+
 def assert_timed_as_in_process(function, program, task_data: dict) -> None:
     """The program's time_ms (its median call) is at most 20% above the median of
-    `function` measured here, just before and just after the evaluation; it and the
+    `function` measured here, just before and just after the evaluation, and it and the
     program's fastest call are at least 80% of the fastest here (nothing the call used
-    is taken off). Other processes on a shared machine slow single calls down on
-    either side: hence the median for the upper bound, the fastest for the lower."""
-    here = in_process_ms(function, task_data)
-    with candidate_file(program) as path:
-        result = evaluate_program(path, task_config_from_dict(task_data))
-    here += in_process_ms(function, task_data)
-    assert result["correct"] is True, result["error"]
-    metrics = result["metrics"]
-    fastest = min(r["time_ms"] for s in metrics["scenarios"].values()
-                  for r in s["per_window"])
-    assert fastest >= 0.8 * min(here), (fastest, min(here))
-    assert 0.8 * min(here) <= metrics["time_ms"] <= 1.2 * statistics.median(here), (
-        metrics["time_ms"], here)
+    is taken off). The lower bound holds in every evaluation. Another process on a
+    shared 2-core machine can slow a few-millisecond call by a third for a while (seen
+    once in CI), on either side: the upper bound holds in at least one of up to
+    ATTEMPTS evaluations, which a program timed too high every time would still fail."""
+    ratios = []
+    for _ in range(ATTEMPTS):
+        here = in_process_ms(function, task_data)
+        with candidate_file(program) as path:
+            result = evaluate_program(path, task_config_from_dict(task_data))
+        here += in_process_ms(function, task_data)
+        assert result["correct"] is True, result["error"]
+        metrics = result["metrics"]
+        fastest = min(r["time_ms"] for s in metrics["scenarios"].values()
+                      for r in s["per_window"])
+        assert fastest >= 0.8 * min(here), (fastest, min(here))
+        assert metrics["time_ms"] >= 0.8 * min(here), (metrics["time_ms"], here)
+        ratios.append(metrics["time_ms"] / statistics.median(here))
+        if ratios[-1] <= 1.2:
+            return
+    raise AssertionError(f"time_ms / in-process median was {ratios}, above 1.2 each time")
 
 
 def test_the_honest_80ms_program_is_timed_as_it_runs_in_process():
