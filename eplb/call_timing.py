@@ -23,9 +23,13 @@ The rule (README, "Metrics"):
     time_ms = max(cpu_ms, wall_ms): a program that runs threads is charged their
               total CPU, one that waits is charged its wall time, and a low wall
               figure never undercuts the CPU the call used.
-The evaluator checks a window while the candidate works on the next (eplb/evaluator.py);
-a reply that came before it had finished is charged its whole round trip all the same,
-and the evaluator checks first from then on.
+The evaluator checks a window while the candidate works on the next (eplb/evaluator.py).
+A reply that came (even in part) before it had finished is charged its CPU time and,
+as wall time, only the wait from when the evaluator looked for it: the round trip would
+charge the evaluator's own work (or a pause of its process) to the call, and a child
+that writes part of its reply early to stop the wall clock is still charged the rest
+of its wait. From then on the evaluator checks first, so the other calls are timed
+whole.
 """
 
 from __future__ import annotations
@@ -113,13 +117,17 @@ class CallClock:
         """An observe exchange happened (its payload is not charged to the next call)."""
         self.observes += 1
 
-    def charge(self, start: Snapshot, end: Snapshot, moved: int) -> CallTime:
+    def charge(self, start: Snapshot, end: Snapshot, moved: int,
+               looked: Snapshot | None = None) -> CallTime:
         """The figures of the call whose exchange ran from `start` to `end`, moving
-        `moved` bytes of arrays both ways."""
+        `moved` bytes of arrays both ways; `looked`: the reply was already there (part
+        of it at least) when this side looked for it, at `looked`, so the round trip
+        includes this side's own work and only the wait from `looked` on is the call's
+        for sure."""
         since = self.since or start
         cpu = (end.cpu_since(since) - self.place_cost.cpu(moved)
                - self.observes * self.observe_cost.cpu_s)
-        wall = end.wall_since(start) - self.place_cost.wall(moved)
+        wall = end.wall_since(looked or start) - self.place_cost.wall(moved)
         self.untimed(end)
         cpu, wall = max(0.0, cpu), max(0.0, wall)
         return CallTime(time_ms=1000 * max(cpu, wall), cpu_ms=1000 * cpu, wall_ms=1000 * wall)

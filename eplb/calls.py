@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import os
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -107,7 +107,7 @@ class _Call:
 
 
 def send_request(box: Sandbox, request: dict, arrays: dict, scenario: Scenario,
-          window: int) -> _Call:
+                 window: int) -> _Call:
     """Send one request, noting the kernel's accounting first."""
     start = box.snapshot()
     try:
@@ -118,12 +118,18 @@ def send_request(box: Sandbox, request: dict, arrays: dict, scenario: Scenario,
 
 
 def _reply(box: Sandbox, call: _Call, task: TaskConfig, scenario: Scenario):
-    """The reply to `call`; the accounting when it was sent (the calling thread's own
-    run-queue wait counted from now: its work since then was not the child's) and after
-    (None if the child is gone); and whether the reply was already waiting (it came
-    while this side was busy: the round trip may overstate the call)."""
+    """The reply to `call` and the kernel's accounting: when it was sent (with the
+    calling thread's own run-queue wait as of now, when it starts waiting: its work
+    since the send was its own), after the reply (None if the child is gone), and, if
+    the reply was already there when this side looked (it came while this side was
+    busy), at that moment (else None)."""
     waiting = box.reply_waiting()
-    start = call.start.resumed()
+    try:
+        looked = box.snapshot()
+    except OSError:
+        looked = None
+    start = call.start if looked is None else \
+        replace(call.start, own_queued_ns=looked.own_queued_ns)
     try:
         reply, arrays = box.receive(task.limits.call_timeout_s + task.timing.budget_s)
     except SandboxError as exc:
@@ -133,11 +139,11 @@ def _reply(box: Sandbox, call: _Call, task: TaskConfig, scenario: Scenario):
         end = box.snapshot()
     except OSError:
         end = None
-    return reply, arrays, start, end, waiting
+    return reply, arrays, start, end, looked if waiting else None
 
 
 def read_answer(box: Sandbox, call: _Call, due: np.ndarray, scenario: Scenario,
-            task: TaskConfig, progress: Progress | None, clock: CallClock) -> Answer:
+                task: TaskConfig, progress: Progress | None, clock: CallClock) -> Answer:
     """The candidate's answer to a place request, timed (CandidateError if it failed)."""
     reply, arrays, start, end, late = _reply(box, call, task, scenario)
     if progress is not None:
@@ -149,11 +155,12 @@ def read_answer(box: Sandbox, call: _Call, due: np.ndarray, scenario: Scenario,
         raise SandboxError(f"the candidate's process ended after its reply (scenario "
                            f"{scenario.name}, window {call.window})")
     moved = sum(a.nbytes for a in (*call.sent.values(), *arrays.values()))
-    return Answer(call.window, arrays, clock.charge(start, end, moved), due, late)
+    return Answer(call.window, arrays, clock.charge(start, end, moved, late), due,
+                  late is not None)
 
 
 def checked(arrays: dict, layers: int, experts: int, scenario: Scenario,
-             window: int) -> tuple[np.ndarray, np.ndarray]:
+            window: int) -> tuple[np.ndarray, np.ndarray]:
     """(phy2log, logcnt) as int64 from a valid reply; CandidateError naming every rule
     an invalid one breaks."""
     violations = placement.validate(arrays.get("phy2log"), arrays.get("log2phy"),

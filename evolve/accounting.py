@@ -18,7 +18,7 @@ CPU time, which it cannot undercut.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 CPUCLOCK_SCHED = 2  # the process clock that counts every thread's runtime (Linux ABI)
 
@@ -53,11 +53,6 @@ class Snapshot:
         waited = (self.queued_ns - earlier.queued_ns) + (self.own_queued_ns
                                                          - earlier.own_queued_ns)
         return max(0, self.wall_ns - earlier.wall_ns - waited) / 1e9
-
-    def resumed(self) -> Snapshot:
-        """This reading with the calling thread's run-queue wait read now: from here on,
-        that thread waits for the child again (its waits before were for its own work)."""
-        return replace(self, own_queued_ns=_run_delay_ns("/proc/thread-self/schedstat"))
 
     def cpu_since(self, earlier: Snapshot) -> float:
         """Seconds of the child's CPU time (all threads) since `earlier`."""

@@ -388,6 +388,26 @@ def test_only_the_call_is_timed():
         (metrics["balancedness_gpu"] + metrics["speed_score"]) / 2)
 
 
+def test_a_pause_of_the_evaluator_is_not_charged_to_the_call(monkeypatch):
+    """The evaluator stalls 0.3 s (a garbage collection, a preemption) while checking a
+    window, so the next reply (50 ms of CPU) waits for it: that call is still charged
+    about 50 ms, not the 0.3 s round trip."""
+    from eplb import evaluator
+
+    install = evaluator._Deployment.install
+
+    def stalled(self, answer):
+        install(self, answer)
+        time.sleep(0.3)
+
+    monkeypatch.setattr(evaluator._Deployment, "install", stalled)
+    result = run("slow")
+    assert result["correct"] is True, result["error"]
+    for summary in result["metrics"]["scenarios"].values():
+        for record in summary["per_window"]:
+            assert 50 <= record["time_ms"] < 100, record
+
+
 def test_a_slow_valid_program_is_timed_once_per_window_and_scored():
     task = make_task(timing={"warmup": 2, "budget_s": 0.1})
     result = run("slow_calls", task)

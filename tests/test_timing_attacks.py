@@ -170,15 +170,14 @@ def test_waiting_counts_but_a_loaded_machine_does_not():
         pytest.approx(10)
 
 
-def test_the_evaluators_own_run_queue_wait_before_it_looks_is_not_subtracted():
-    """The evaluator's own run-queue wait is read again when it starts waiting for the
-    reply (its waits while it checked the previous window were for its own work): only
-    waits from then on are taken off the call's wall time."""
-    start = Snapshot(wall_ns=0, cpu_ns=0, queued_ns=0, own_queued_ns=0)
-    resumed = start.resumed()
-    assert resumed.wall_ns == start.wall_ns and resumed.cpu_ns == start.cpu_ns
-    with open("/proc/thread-self/schedstat") as f:
-        assert resumed.own_queued_ns <= int(f.read().split()[1])
-    end = Snapshot(wall_ns=30_000_000, cpu_ns=30_000_000, queued_ns=0,
-                   own_queued_ns=resumed.own_queued_ns + 1_000_000)
-    assert end.wall_since(resumed) == pytest.approx(0.029)
+def test_a_reply_that_came_while_the_evaluator_was_busy():
+    """The evaluator was busy (checking the previous window, or paused) for 20 ms after
+    sending; the reply had come by then. The call is charged its 2 ms of CPU, not the
+    round trip; a child that wrote part of its reply early is charged the 28 ms it then
+    kept the evaluator waiting."""
+    clock = CallClock()
+    honest = clock.charge(_at(0, 0), _at(20.3, 2), moved=0, looked=_at(20, 2))
+    assert honest.time_ms == pytest.approx(2) and honest.wall_ms == pytest.approx(0.3)
+    clock = CallClock()
+    early_byte = clock.charge(_at(0, 0), _at(48, 1), moved=0, looked=_at(20, 1))
+    assert early_byte.time_ms == pytest.approx(28)
