@@ -93,7 +93,7 @@ def ask_placement(box: Sandbox, request: dict, arrays: dict, layers: int, expert
     """One placement from the candidate, checked: (phy2log, logcnt, the call's time)."""
     call = send_request(box, dict(request, op="place"), arrays, scenario, window)
     answer = read_answer(box, call, np.ones(layers, dtype=bool), scenario, task, progress,
-                     clock or CallClock())
+                         clock or CallClock())
     return (*checked(answer.arrays, layers, experts, scenario, window), answer.timed)
 
 
@@ -149,14 +149,19 @@ def read_answer(box: Sandbox, call: _Call, due: np.ndarray, scenario: Scenario,
     if progress is not None:
         progress.answered((end.wall_ns - start.wall_ns) / 1e9 if end else 0.0)
     if "error" in reply:
-        raise CandidateError(f"scenario {scenario.name}, window {call.window}: "
-                             f"{reply['error']}\n{reply.get('trace', '')}".strip())
+        raise _failed(reply, scenario, call.window)
     if end is None:
         raise SandboxError(f"the candidate's process ended after its reply (scenario "
                            f"{scenario.name}, window {call.window})")
     moved = sum(a.nbytes for a in (*call.sent.values(), *arrays.values()))
     return Answer(call.window, arrays, clock.charge(start, end, moved, late), due,
                   late is not None)
+
+
+def _failed(reply: dict, scenario: Scenario, window: int) -> CandidateError:
+    """The error a call on `window` reported, with its traceback."""
+    return CandidateError(f"scenario {scenario.name}, window {window}: {reply['error']}\n"
+                          f"{reply.get('trace', '')}".strip())
 
 
 def checked(arrays: dict, layers: int, experts: int, scenario: Scenario,
@@ -182,11 +187,10 @@ def warm_up(box: Sandbox, request: dict, window: np.ndarray, scenario: Scenario,
         if k and spent >= task.timing.budget_s:
             break
         call = send_request(box, dict(request, op="warmup"), {"weight": decoy(window, k)},
-                     scenario, index)
+                            scenario, index)
         reply, _, start, end, _ = _reply(box, call, task, scenario)
         if "error" in reply:
-            raise CandidateError(f"scenario {scenario.name}, window {index}: "
-                                 f"{reply['error']}\n{reply.get('trace', '')}".strip())
+            raise _failed(reply, scenario, index)
         spent += (end.wall_ns - start.wall_ns) / 1e9 if end else 0.0
         clock.untimed(end)
 
@@ -203,7 +207,7 @@ def observe_window(box: Sandbox, request: dict, window: np.ndarray, scenario: Sc
 
 
 def check_colocation(phy2log: np.ndarray, scenario: Scenario, task: TaskConfig,
-                      window: int) -> None:
+                     window: int) -> None:
     """With placement_rules.colocated_replicas: error, refuse an expert twice on one GPU."""
     if task.placement_rules.colocated_replicas != "error":
         return

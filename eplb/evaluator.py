@@ -199,9 +199,9 @@ class _Deployment:
         })
 
 
-def _run_scenario(box: Sandbox, windows: np.ndarray, scenario: Scenario, task: TaskConfig,
-                  keywords: list[str], progress: Progress, clock: CallClock,
-                  trace_key: str) -> list[dict]:
+def _run_scenario(box: Sandbox, windows: np.ndarray, loads: np.ndarray, scenario: Scenario,
+                  task: TaskConfig, keywords: list[str], progress: Progress,
+                  clock: CallClock, trace_key: str) -> list[dict]:
     """Walk the window boundaries: trigger, ask the candidate, check, install, score.
 
     A window's answer is checked and scored while the candidate works on the next
@@ -210,14 +210,13 @@ def _run_scenario(box: Sandbox, windows: np.ndarray, scenario: Scenario, task: T
     balance), or a reply came before this side had finished (the candidate is faster
     than the check: from then on the check comes first, so that no call's round trip
     includes it). Either way an answer is checked before the next reply is read, so the
-    first invalid window is the one reported."""
-    layers, experts = windows.shape[1:]
+    first invalid window is the one reported. `loads` are the windows as float64."""
+    layers = windows.shape[1]
     request = {"op": "place", "num_replicas": scenario.num_replicas,
                "num_groups": scenario.num_groups, "num_nodes": scenario.num_nodes,
                "num_gpus": scenario.num_gpus,
                "history_windows": task.history_windows, "reset": True}
     observe = {"op": "observe", "history_windows": task.history_windows, "reset": True}
-    loads = windows.astype(np.float64)
     trigger = dynamic.Trigger(task.rebalance, layers)
     deployment = _Deployment(scenario, task, loads, trace_key)
     answer: Answer | None = None  # received, not yet checked
@@ -461,13 +460,14 @@ def _evaluate_in_sandbox(program_path: Path, windows: np.ndarray, task: TaskConf
     deadline = time.monotonic() + task.limits.timeout_s
     summaries, printed = {}, []
     trace_key = _trace_digest(windows)
+    loads = _kept((trace_key,), lambda: (windows.astype(np.float64),))[0]
     for scenario in task.scenarios:
         clock = CallClock((layers, windows.shape[2], scenario.num_replicas))
         with candidate_session(program_path, task, clock) as (box, keywords):
             box.deadline = min(box.deadline, deadline)
             try:
-                records = _run_scenario(box, windows, scenario, task, keywords, progress,
-                                        clock, trace_key)
+                records = _run_scenario(box, windows, loads, scenario, task, keywords,
+                                        progress, clock, trace_key)
             except SandboxError as exc:
                 raise SandboxError(progress.explain(exc)) from None
             summaries[scenario.name] = _summarise(records, scenario, layers, task)

@@ -16,7 +16,7 @@ import psutil
 
 # the engine's folders: sandboxes' scratch, candidates' code on remote workers, the
 # local pool's marks, and a local dask cluster's files
-SCRATCH_PREFIXES = ("sandbox-", "evolve-candidate-", "evolve-pool-", "dask-")
+SCRATCH_PREFIXES = ("sandbox-", "evolve-candidate-", "evolve-pool-", "evolve-dask-")
 
 
 def make_scratch(prefix: str) -> tempfile.TemporaryDirectory:

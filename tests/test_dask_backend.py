@@ -212,7 +212,8 @@ def test_a_local_cluster_leaves_nothing_in_the_temp_dir(tmp_path, monkeypatch):
     try:
         (tmp_path / "x.py").write_text("VALUE = 1\n")
         assert pool.submit(str(tmp_path / "x.py")).result(timeout=60)["correct"]
-        assert [p.name.split("-")[:2] for p in temp.iterdir()] == [["dask", str(os.getpid())]]
+        assert [p.name.split("-")[:3] for p in temp.iterdir()] == [
+            ["evolve", "dask", str(os.getpid())]]
     finally:
         pool.shutdown()
     assert list(temp.iterdir()) == []

@@ -77,7 +77,7 @@ class DaskEvaluationPool:
         self.cluster = self._scratch = None
         if settings.scheduler == "local":
             # the scheduler's and the workers' files and locks, removed at shutdown
-            self._scratch = make_scratch("dask-")
+            self._scratch = make_scratch("evolve-dask-")
             with dask.config.set({"temporary-directory": self._scratch.name}):
                 self.cluster = LocalCluster(
                     n_workers=settings.n_jobs, threads_per_worker=1, processes=True,
